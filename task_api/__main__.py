@@ -1,0 +1,72 @@
+"""Command line: `python -m task_api serve` and `python -m task_api create-admin EMAIL`."""
+
+import argparse
+import getpass
+import sys
+
+import uvicorn
+from pydantic import TypeAdapter, ValidationError
+from sqlalchemy.exc import OperationalError
+
+from task_api import models  # noqa: F401  (maps every table)
+from task_api.config import Settings
+from task_api.db import create_db_engine, create_session_factory
+from task_api.fields import Email, Password
+from task_api.users import service
+from task_api.users.schemas import AdminUserCreate
+
+
+def create_admin(settings: Settings, email: str, password: str | None) -> str:
+    """Create an admin, or promote the account that already has this e-mail; returns what was done."""
+    email = TypeAdapter(Email).validate_python(email)
+    engine = create_db_engine(settings)
+    try:
+        with create_session_factory(engine)() as session:
+            if service.promote_to_admin(session, email) is not None:
+                return f"{email} is now an admin"
+            data = AdminUserCreate(email=email, password=password or _ask_password(), is_admin=True)
+            user = service.create_user(session, data, settings.bcrypt_rounds)
+            return f"created admin {user.email} (id {user.id})"
+    finally:
+        engine.dispose()
+
+
+def _ask_password() -> str:
+    password = getpass.getpass("Password for the new admin: ")
+    if password != getpass.getpass("Repeat it: "):
+        raise SystemExit("error: the passwords do not match")
+    TypeAdapter(Password).validate_python(password)
+    return password
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m task_api")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the API with uvicorn (one process)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    admin = commands.add_parser(
+        "create-admin", help="create an admin, or promote an existing user (password from ADMIN_PASSWORD or a prompt)"
+    )
+    admin.add_argument("email")
+    args = parser.parse_args(argv)
+
+    if args.command == "serve":
+        uvicorn.run("task_api.main:app", host=args.host, port=args.port)
+        return 0
+    try:
+        settings = Settings()
+        password = settings.admin_password.get_secret_value() if settings.admin_password else None
+        print(create_admin(settings, args.email, password))
+    except ValidationError as exc:
+        messages = "; ".join(f"{'.'.join(map(str, error['loc'])) or 'input'}: {error['msg']}" for error in exc.errors())
+        print(f"error: {messages}", file=sys.stderr)
+        return 2
+    except OperationalError as exc:
+        print(f"error: cannot reach the database: {exc.orig}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,40 @@
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import Depends, FastAPI
+
+from task_api.auth.deps import rate_limit
+from task_api.auth.routes import router as auth_router
+from task_api.config import Settings
+from task_api.errors import install_error_handlers
+from task_api.middleware import RequestContextMiddleware
+from task_api.runtime import Runtime
+from task_api.tasks.routes import router as tasks_router
+from task_api.users.routes import router as users_router
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    runtime = Runtime.start(settings)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        runtime.close()
+
+    app = FastAPI(
+        title="task_api",
+        version="1.0.0",
+        description="User accounts and their tasks, behind JWT auth whose logout really revokes.",
+        lifespan=lifespan,
+        max_body_size=settings.max_body_bytes,
+    )
+    app.state.runtime = runtime
+    limited = [Depends(rate_limit)]
+    app.include_router(auth_router, dependencies=limited)
+    app.include_router(auth_router, prefix="/auth", dependencies=limited, include_in_schema=False)
+    app.include_router(users_router, dependencies=limited)
+    app.include_router(tasks_router, dependencies=limited)
+    install_error_handlers(app)
+    app.add_middleware(RequestContextMiddleware)
+    return app

@@ -1,0 +1,146 @@
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Cookie, Depends, Request, Response
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+
+from task_api.auth import service
+from task_api.auth.deps import Caller, CurrentUser, auth_rate_limit
+from task_api.auth.schemas import LoginRequest, RefreshRequest
+from task_api.auth.tokens import TokenPair
+from task_api.db import SessionDep
+from task_api.errors import error_responses
+from task_api.runtime import get_runtime
+from task_api.users import service as users_service
+from task_api.users.schemas import UserCreate, UserOut
+
+REFRESH_COOKIE = "refresh_token"
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+LOGIN_FORM_SCHEMA = {
+    "type": "object",
+    "required": ["username", "password"],
+    "properties": {
+        "username": {"type": "string", "format": "email", "description": "The account's e-mail"},
+        "password": {"type": "string"},
+        "grant_type": {"type": "string", "enum": ["password"]},
+        "scope": {"type": "string"},
+    },
+}
+
+router = APIRouter(tags=["auth"])
+RefreshCookie = Annotated[str | None, Cookie(alias=REFRESH_COOKIE, include_in_schema=False)]
+
+
+async def login_credentials(request: Request) -> LoginRequest:
+    """Credentials from a JSON body or from the OAuth2 password form (Swagger UI's *Authorize*)."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type in FORM_TYPES:
+        form = await request.form()
+        data: Any = {"email": form.get("username"), "password": form.get("password")}
+        rename = {"email": "username"}
+    else:
+        try:
+            data = json.loads(await request.body())
+        except ValueError:
+            error = {"type": "json_invalid", "loc": ["body"], "msg": "Body must be JSON or an OAuth2 form"}
+            raise RequestValidationError([error]) from None
+        rename = {}
+    try:
+        return LoginRequest.model_validate(data)
+    except ValidationError as exc:
+        errors = [
+            {**error, "loc": ["body", *(rename.get(str(part), part) for part in error["loc"])]}
+            for error in exc.errors(include_url=False, include_context=False)
+        ]
+        raise RequestValidationError(errors) from None
+
+
+@router.post(
+    "/register",
+    status_code=201,
+    dependencies=[Depends(auth_rate_limit)],
+    responses=error_responses(409, 413),
+)
+def register(data: UserCreate, request: Request, response: Response, session: SessionDep) -> UserOut:
+    user = users_service.create_user(session, data, get_runtime(request).settings.bcrypt_rounds)
+    response.headers["Location"] = f"/users/{user.id}"
+    return UserOut.model_validate(user)
+
+
+@router.post(
+    "/login",
+    dependencies=[Depends(auth_rate_limit)],
+    responses=error_responses(401, 413),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": LoginRequest.model_json_schema()},
+                "application/x-www-form-urlencoded": {"schema": LOGIN_FORM_SCHEMA},
+            },
+        }
+    },
+)
+def login(
+    credentials: Annotated[LoginRequest, Depends(login_credentials)],
+    request: Request,
+    response: Response,
+    session: SessionDep,
+) -> TokenPair:
+    runtime = get_runtime(request)
+    pair = service.login(
+        session, runtime.tokens, credentials.email, credentials.password, runtime.settings.bcrypt_rounds
+    )
+    _set_refresh_cookie(request, response, pair)
+    return pair
+
+
+@router.post("/refresh", responses=error_responses(401, 413))
+def refresh(
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    cookie: RefreshCookie = None,
+    body: Annotated[RefreshRequest | None, Body()] = None,
+) -> TokenPair:
+    pair = service.refresh(session, get_runtime(request).tokens, body.refresh_token if body else cookie)
+    _set_refresh_cookie(request, response, pair)
+    return pair
+
+
+@router.post("/logout", status_code=204, responses=error_responses(401, 413))
+def logout(
+    request: Request,
+    caller: Caller,
+    cookie: RefreshCookie = None,
+    body: Annotated[RefreshRequest | None, Body()] = None,
+) -> Response:
+    service.logout(get_runtime(request).tokens, caller.claims, body.refresh_token if body else cookie)
+    response = Response(status_code=204)
+    response.delete_cookie(REFRESH_COOKIE, path=_refresh_cookie_path(request), httponly=True, samesite="strict")
+    return response
+
+
+@router.post("/logout/all", status_code=204, responses=error_responses(401))
+def logout_all(user: CurrentUser, session: SessionDep) -> Response:
+    service.logout_everywhere(session, user)
+    return Response(status_code=204)
+
+
+def _set_refresh_cookie(request: Request, response: Response, pair: TokenPair) -> None:
+    runtime = get_runtime(request)
+    response.set_cookie(
+        REFRESH_COOKIE,
+        pair.refresh_token,
+        max_age=int(runtime.tokens.refresh_ttl.total_seconds()),
+        path=_refresh_cookie_path(request),
+        secure=runtime.settings.cookie_secure,
+        httponly=True,
+        samesite="strict",
+    )
+
+
+def _refresh_cookie_path(request: Request) -> str:
+    """`/refresh`, or `/auth/refresh` for a call made under the `/auth/` aliases."""
+    return request.scope.get("root_path", "") + request.scope["path"].rsplit("/", 1)[0] + "/refresh"

@@ -1,0 +1,45 @@
+from sqlalchemy.orm import Session
+
+from task_api.auth.tokens import Claims, RotationResult, TokenPair, Tokens, TokenType
+from task_api.errors import Unauthorized
+from task_api.users.models import User
+from task_api.users.service import authenticate
+
+BAD_CREDENTIALS = "Incorrect e-mail or password"
+BAD_REFRESH_TOKEN = "Invalid or expired refresh token"
+
+
+def login(session: Session, tokens: Tokens, email: str, password: str, bcrypt_rounds: int) -> TokenPair:
+    user = authenticate(session, email, password, bcrypt_rounds)
+    if user is None:
+        raise Unauthorized(BAD_CREDENTIALS)
+    return tokens.start_family(user.id, user.token_version)
+
+
+def refresh(session: Session, tokens: Tokens, refresh_token: str | None) -> TokenPair:
+    claims = tokens.decode(refresh_token, TokenType.refresh) if refresh_token else None
+    if claims is None:
+        raise Unauthorized(BAD_REFRESH_TOKEN)
+    user = session.get(User, claims.user_id)
+    if user is None or user.token_version != claims.ver:
+        raise Unauthorized(BAD_REFRESH_TOKEN)
+    result, pair = tokens.rotate(claims, user.token_version)
+    if result is RotationResult.reused:
+        raise Unauthorized("Refresh token reuse detected: this session has been revoked")
+    if pair is None:
+        raise Unauthorized(BAD_REFRESH_TOKEN)
+    return pair
+
+
+def logout(tokens: Tokens, access: Claims, refresh_token: str | None) -> None:
+    """End the login behind `access`, and the one behind `refresh_token` if it is the same user's."""
+    families = {access.fam}
+    refresh_claims = tokens.decode(refresh_token, TokenType.refresh) if refresh_token else None
+    if refresh_claims is not None and refresh_claims.sub == access.sub:
+        families.add(refresh_claims.fam)
+    tokens.revoke_family(*families)
+
+
+def logout_everywhere(session: Session, user: User) -> None:
+    user.token_version += 1
+    session.commit()

@@ -1,0 +1,129 @@
+"""JWT issue and verification, and the token state kept in Redis.
+
+Every login starts a token family. Redis holds `auth:family:<fam>` = the jti of
+the one refresh token of that family that may still be used, with the refresh
+token's lifetime as TTL. Access tokens carry their family id, so deleting the
+key (logout, or a refresh token presented twice) kills the refresh token and
+every access token of that login at once. Revoking everything a user holds
+(`/logout/all`, password change) bumps `users.token_version`, which every
+token carries as `ver`.
+"""
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Literal
+
+import jwt
+from pydantic import BaseModel, ValidationError
+from redis import Redis
+
+from task_api.config import Settings
+
+FAMILY_PREFIX = "auth:family:"
+
+
+class TokenType(StrEnum):
+    access = "access"
+    refresh = "refresh"
+
+
+class Claims(BaseModel):
+    sub: str
+    type: TokenType
+    jti: str
+    fam: str
+    ver: int
+    exp: int
+
+    @property
+    def user_id(self) -> int:
+        return int(self.sub)
+
+
+class TokenPair(BaseModel):
+    access_token: str
+    refresh_token: str
+    token_type: Literal["bearer"] = "bearer"
+    expires_in: int
+
+
+class RotationResult(StrEnum):
+    rotated = "rotated"
+    reused = "reused"
+    dead = "dead"
+
+
+REQUIRED_CLAIMS = ["exp", "iat", "sub", "jti", "iss", "aud", "type", "fam", "ver"]
+
+
+class Tokens:
+    def __init__(self, settings: Settings, redis: Redis) -> None:
+        self._settings = settings
+        self._redis = redis
+        self.access_ttl = timedelta(minutes=settings.access_token_expire_minutes)
+        self.refresh_ttl = timedelta(days=settings.refresh_token_expire_days)
+
+    def decode(self, token: str, expected: TokenType) -> Claims | None:
+        """The token's claims if it is a well-signed, unexpired token of the expected type."""
+        try:
+            payload = jwt.decode(
+                token,
+                self._settings.secret_key,
+                algorithms=[self._settings.jwt_algorithm],
+                audience=self._settings.jwt_audience,
+                issuer=self._settings.jwt_issuer,
+                options={"require": REQUIRED_CLAIMS},
+            )
+            claims = Claims.model_validate(payload)
+        except (jwt.InvalidTokenError, ValidationError):
+            return None
+        if claims.type is not expected or not claims.sub.isdigit():
+            return None
+        return claims
+
+    def start_family(self, user_id: int, token_version: int) -> TokenPair:
+        family = uuid.uuid4().hex
+        return self._issue_pair(user_id, token_version, family, self._claim_family(family))
+
+    def rotate(self, claims: Claims, token_version: int) -> tuple[RotationResult, TokenPair | None]:
+        """Swap a refresh token for a new pair; a refresh token seen twice kills its family."""
+        jti = uuid.uuid4().hex
+        key = FAMILY_PREFIX + claims.fam
+        previous = self._redis.set(key, jti, xx=True, get=True, ex=self.refresh_ttl)
+        if previous == claims.jti:
+            return RotationResult.rotated, self._issue_pair(claims.user_id, token_version, claims.fam, jti)
+        if previous is None:
+            return RotationResult.dead, None
+        self._redis.delete(key)
+        return RotationResult.reused, None
+
+    def is_live(self, claims: Claims) -> bool:
+        return bool(self._redis.exists(FAMILY_PREFIX + claims.fam))
+
+    def revoke_family(self, *families: str) -> None:
+        self._redis.delete(*(FAMILY_PREFIX + family for family in families))
+
+    def _claim_family(self, family: str) -> str:
+        jti = uuid.uuid4().hex
+        self._redis.set(FAMILY_PREFIX + family, jti, ex=self.refresh_ttl)
+        return jti
+
+    def _issue_pair(self, user_id: int, token_version: int, family: str, refresh_jti: str) -> TokenPair:
+        common = {"sub": str(user_id), "fam": family, "ver": token_version}
+        return TokenPair(
+            access_token=self._encode({**common, "type": TokenType.access, "jti": uuid.uuid4().hex}, self.access_ttl),
+            refresh_token=self._encode({**common, "type": TokenType.refresh, "jti": refresh_jti}, self.refresh_ttl),
+            expires_in=int(self.access_ttl.total_seconds()),
+        )
+
+    def _encode(self, claims: dict[str, object], ttl: timedelta) -> str:
+        now = datetime.now(UTC)
+        payload = {
+            **claims,
+            "iss": self._settings.jwt_issuer,
+            "aud": self._settings.jwt_audience,
+            "iat": now,
+            "exp": now + ttl,
+        }
+        return jwt.encode(payload, self._settings.secret_key, algorithm=self._settings.jwt_algorithm)

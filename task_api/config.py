@@ -1,0 +1,51 @@
+from typing import Literal
+
+from limits import parse
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PLACEHOLDER_SECRET = "change-me-development-secret-key-not-for-production"
+MIN_SECRET_BYTES = 32
+
+
+class Settings(BaseSettings):
+    """Every knob of the service, read from the environment (or a `.env` file)."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+    app_env: Literal["development", "production", "test"] = "development"
+    secret_key: str = PLACEHOLDER_SECRET
+    jwt_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
+    jwt_issuer: str = "task_api"
+    jwt_audience: str = "task_api"
+    access_token_expire_minutes: int = Field(default=15, ge=1)
+    refresh_token_expire_days: int = Field(default=7, ge=1)
+    bcrypt_rounds: int = Field(default=12, ge=4, le=31)
+
+    database_url: str = "postgresql+psycopg2://postgres@127.0.0.1:5432/task_api"
+    db_pool_size: int = Field(default=10, ge=1)
+    db_max_overflow: int = Field(default=5, ge=0)
+    db_pool_timeout: float = Field(default=5.0, gt=0)
+    db_pool_recycle: int = Field(default=1800, ge=-1)
+    db_connect_timeout: int = Field(default=3, ge=1)
+    db_statement_timeout_ms: int = Field(default=5000, ge=0)
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_socket_timeout: float = Field(default=2.0, gt=0)
+    redis_max_connections: int = Field(default=50, ge=1)
+
+    rate_limit: str = "100/minute"
+    auth_rate_limit: str = "10/minute"
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1)
+    cookie_secure: bool = False
+    admin_password: SecretStr | None = None  # read only by `python -m task_api create-admin`
+
+    @model_validator(mode="after")
+    def _check(self) -> "Settings":
+        parse(self.rate_limit)
+        parse(self.auth_rate_limit)
+        if len(self.secret_key.encode()) < MIN_SECRET_BYTES:
+            raise ValueError(f"SECRET_KEY must be at least {MIN_SECRET_BYTES} bytes long")
+        if self.app_env == "production" and self.secret_key == PLACEHOLDER_SECRET:
+            raise ValueError("SECRET_KEY must be set to a random value in production")
+        return self

@@ -1,0 +1,55 @@
+import enum
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from sqlalchemy import Enum, ForeignKey, Index, String, Text, text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from task_api.db import Base, utcnow
+
+if TYPE_CHECKING:
+    from task_api.users.models import User
+
+TITLE_MAX_LENGTH = 200
+DESCRIPTION_MAX_LENGTH = 10_000
+
+
+class TaskStatus(enum.StrEnum):
+    new = "new"
+    in_progress = "in_progress"
+    completed = "completed"
+
+
+class TaskPriority(enum.StrEnum):
+    low = "low"
+    medium = "medium"
+    high = "high"
+
+
+class Task(Base):
+    __tablename__ = "tasks"
+    __table_args__ = (
+        # serves "this owner's tasks, newest first" by a backward scan, with no sort step
+        Index("ix_tasks_owner_created", "owner_id", "created_at", "id"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    title: Mapped[str] = mapped_column(String(TITLE_MAX_LENGTH))
+    description: Mapped[str] = mapped_column(Text, default="", server_default="")
+    status: Mapped[TaskStatus] = mapped_column(
+        Enum(TaskStatus, name="task_status"), default=TaskStatus.new, server_default=TaskStatus.new.value
+    )
+    priority: Mapped[TaskPriority] = mapped_column(
+        Enum(TaskPriority, name="task_priority"),
+        default=TaskPriority.medium,
+        server_default=TaskPriority.medium.value,
+    )
+    due_date: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=text("CURRENT_TIMESTAMP"))
+    updated_at: Mapped[datetime] = mapped_column(
+        default=utcnow, onupdate=utcnow, server_default=text("CURRENT_TIMESTAMP")
+    )
+
+    owner: Mapped["User"] = relationship(back_populates="tasks")

@@ -1,0 +1,69 @@
+import hashlib
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from task_api.fields import Instant, Text, UtcDatetime
+from task_api.pagination import MAX_OFFSET
+from task_api.schemas import InputModel
+from task_api.tasks.models import DESCRIPTION_MAX_LENGTH, TITLE_MAX_LENGTH, TaskPriority, TaskStatus
+
+Title = Annotated[Text, StringConstraints(strip_whitespace=True, min_length=1, max_length=TITLE_MAX_LENGTH)]
+Description = Annotated[Text, StringConstraints(max_length=DESCRIPTION_MAX_LENGTH)]
+
+TaskSort = Literal["created_at", "-created_at", "due_date", "-due_date", "priority", "-priority", "title", "-title"]
+
+
+class TaskQuery(BaseModel):
+    status: list[TaskStatus] = Field(default=[], description="Repeat to match any of several")
+    priority: list[TaskPriority] = Field(default=[], description="Repeat to match any of several")
+    q: Annotated[Text, StringConstraints(min_length=1, max_length=TITLE_MAX_LENGTH)] | None = Field(
+        default=None, description="Case-insensitive substring of the title or description"
+    )
+    due_before: Instant | None = None
+    due_after: Instant | None = None
+    sort: TaskSort = "-created_at"
+    limit: int = Field(default=20, ge=1, le=100)
+    offset: int = Field(default=0, ge=0, le=MAX_OFFSET)
+
+
+class TaskCreate(InputModel):
+    title: Title
+    description: Description = ""
+    status: TaskStatus = TaskStatus.new
+    priority: TaskPriority = TaskPriority.medium
+    due_date: Instant | None = None
+
+
+class TaskReplace(TaskCreate):
+    """Full replacement: every omitted field goes back to its default."""
+
+
+class TaskUpdate(InputModel):
+    """Partial update: only the fields sent change; `due_date: null` clears the due date."""
+
+    title: Title = Field(default=None)
+    description: Description = Field(default=None)
+    status: TaskStatus = Field(default=None)
+    priority: TaskPriority = Field(default=None)
+    due_date: Instant | None = None
+
+
+class TaskOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    title: str
+    description: str
+    status: TaskStatus
+    priority: TaskPriority
+    due_date: UtcDatetime | None
+    owner_id: int
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
+
+    @property
+    def etag(self) -> str:
+        """A strong validator: it changes whenever any field of the representation does."""
+        digest = hashlib.sha256(self.model_dump_json().encode()).hexdigest()
+        return f'"{digest[:32]}"'

@@ -1,0 +1,95 @@
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, case, delete, func, or_, select
+from sqlalchemy.orm import Session
+
+from task_api.errors import NotFound, PreconditionFailed
+from task_api.tasks.models import Task, TaskPriority
+from task_api.tasks.schemas import TaskCreate, TaskOut, TaskQuery
+
+TASK_NOT_FOUND = "Task not found"
+
+PRIORITY_RANK = case({TaskPriority.low: 0, TaskPriority.medium: 1, TaskPriority.high: 2}, value=Task.priority)
+SORT_KEYS: dict[str, ColumnElement[Any]] = {
+    "created_at": Task.created_at,
+    "due_date": Task.due_date,
+    "priority": PRIORITY_RANK,
+    "title": Task.title,
+}
+
+
+def create_task(session: Session, owner_id: int, data: TaskCreate) -> Task:
+    task = Task(owner_id=owner_id, **data.model_dump())
+    session.add(task)
+    session.commit()
+    return task
+
+
+def get_task(session: Session, owner_id: int, task_id: int, *, for_update: bool = False) -> Task:
+    stmt = select(Task).where(Task.id == task_id, Task.owner_id == owner_id)
+    task = session.scalar(stmt.with_for_update() if for_update else stmt)
+    if task is None:
+        raise NotFound(TASK_NOT_FOUND)
+    return task
+
+
+def list_tasks(session: Session, owner_id: int, filters: TaskQuery) -> tuple[list[Task], int]:
+    """One page of the owner's tasks and the count of all that match, in one query where it can."""
+    matching = _filtered(select(Task), owner_id, filters)
+    descending = filters.sort.startswith("-")
+    key = SORT_KEYS[filters.sort.removeprefix("-")]
+    order = (key.desc(), Task.id.desc()) if descending else (key.asc(), Task.id.asc())
+    if filters.sort.endswith("due_date"):
+        order = (order[0].nulls_last(), order[1])
+    rows = session.execute(
+        matching.add_columns(func.count().over().label("total"))
+        .order_by(*order)
+        .limit(filters.limit)
+        .offset(filters.offset)
+    ).all()
+    if rows:
+        return [row.Task for row in rows], rows[0].total
+    if filters.offset == 0:
+        return [], 0
+    total = session.scalar(_filtered(select(func.count()).select_from(Task), owner_id, filters)) or 0
+    return [], total
+
+
+def update_task(session: Session, owner_id: int, task_id: int, changes: dict[str, Any], if_match: str | None) -> Task:
+    """Apply `changes`; with `If-Match`, only to the version the client last saw."""
+    task = get_task(session, owner_id, task_id, for_update=if_match is not None)
+    if if_match is not None and not etag_matches(if_match, TaskOut.model_validate(task).etag):
+        raise PreconditionFailed("The task has changed since the given ETag")
+    for field, value in changes.items():
+        setattr(task, field, value)
+    session.commit()
+    return task
+
+
+def delete_task(session: Session, owner_id: int, task_id: int) -> None:
+    deleted = session.scalar(delete(Task).where(Task.id == task_id, Task.owner_id == owner_id).returning(Task.id))
+    if deleted is None:
+        raise NotFound(TASK_NOT_FOUND)
+    session.commit()
+
+
+def etag_matches(if_match: str, etag: str) -> bool:
+    """RFC 9110 strong comparison against an If-Match list (`*` matches any current version)."""
+    candidates = [candidate.strip() for candidate in if_match.split(",")]
+    return "*" in candidates or etag in candidates
+
+
+def _filtered(stmt: Select[Any], owner_id: int, filters: TaskQuery) -> Select[Any]:
+    stmt = stmt.where(Task.owner_id == owner_id)
+    if filters.status:
+        stmt = stmt.where(Task.status.in_(filters.status))
+    if filters.priority:
+        stmt = stmt.where(Task.priority.in_(filters.priority))
+    if filters.q:
+        pattern = "%" + filters.q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        stmt = stmt.where(or_(Task.title.ilike(pattern, escape="\\"), Task.description.ilike(pattern, escape="\\")))
+    if filters.due_before is not None:
+        stmt = stmt.where(Task.due_date < filters.due_before)
+    if filters.due_after is not None:
+        stmt = stmt.where(Task.due_date > filters.due_after)
+    return stmt

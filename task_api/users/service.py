@@ -1,0 +1,97 @@
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from task_api.auth.passwords import hash_password, verify_password
+from task_api.errors import Conflict, Forbidden, InvalidField, NotFound
+from task_api.users.models import User
+from task_api.users.schemas import AdminUserCreate, UserCreate
+
+EMAIL_TAKEN = "A user with this e-mail already exists"
+
+
+def create_user(session: Session, data: UserCreate | AdminUserCreate, bcrypt_rounds: int) -> User:
+    user = User(
+        email=data.email,
+        name=data.name,
+        password_hash=hash_password(data.password, bcrypt_rounds),
+        is_admin=getattr(data, "is_admin", False),
+    )
+    session.add(user)
+    _commit(session)
+    return user
+
+
+def authenticate(session: Session, email: str, password: str, bcrypt_rounds: int) -> User | None:
+    user = session.scalar(select(User).where(User.email == email))
+    password_hash = user.password_hash if user else None
+    return user if verify_password(password, password_hash, bcrypt_rounds) else None
+
+
+def get_user(session: Session, user_id: int, actor: User) -> User:
+    """The user `actor` may see: themselves, or anyone for an admin."""
+    if user_id == actor.id:
+        return actor
+    if not actor.is_admin:
+        raise Forbidden("You may only access your own account")
+    user = session.get(User, user_id)
+    if user is None:
+        raise NotFound("User not found")
+    return user
+
+
+def list_users(session: Session, limit: int, offset: int) -> tuple[list[User], int]:
+    users = list(session.scalars(select(User).order_by(User.id).limit(limit).offset(offset)))
+    total = session.scalar(select(func.count()).select_from(User)) or 0
+    return users, total
+
+
+def update_user(session: Session, user: User, changes: dict[str, Any], actor: User, bcrypt_rounds: int) -> User:
+    """Apply `changes` (already validated) to `user` as `actor`.
+
+    A new password needs the current one when users change their own, and revokes every
+    token the user holds.
+    """
+    is_admin = changes.pop("is_admin", None)
+    if is_admin is not None and is_admin != user.is_admin:
+        if not actor.is_admin:
+            raise Forbidden("Only an admin may change is_admin")
+        user.is_admin = is_admin
+    password = changes.pop("password", None)
+    current_password = changes.pop("current_password", None)
+    if password is not None:
+        if actor.id == user.id:
+            if current_password is None:
+                raise InvalidField("current_password", "current_password is required to change the password")
+            if not verify_password(current_password, user.password_hash, bcrypt_rounds):
+                raise InvalidField("current_password", "current_password is incorrect")
+        user.password_hash = hash_password(password, bcrypt_rounds)
+        user.token_version += 1
+    for field, value in changes.items():
+        setattr(user, field, value)
+    _commit(session)
+    return user
+
+
+def delete_user(session: Session, user: User) -> None:
+    session.delete(user)
+    session.commit()
+
+
+def promote_to_admin(session: Session, email: str) -> User | None:
+    """For the command line: make an existing account an admin; None when there is none."""
+    user = session.scalar(select(User).where(User.email == email))
+    if user is not None:
+        user.is_admin = True
+        session.commit()
+    return user
+
+
+def _commit(session: Session) -> None:
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        raise Conflict(EMAIL_TAKEN) from None

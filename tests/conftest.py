@@ -1,0 +1,135 @@
+"""Fixtures: a throwaway PostgreSQL database migrated by Alembic, a real Redis, and clients.
+
+TEST_DATABASE_URL names a server database to connect to (default: the local server's
+`postgres` database); the suite creates its own database beside it and drops it at the
+end. TEST_REDIS_URL names the Redis database the suite owns and flushes (default db 15).
+"""
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from alembic import command
+from alembic.config import Config
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from redis import Redis
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
+
+from task_api.app import create_app
+from task_api.config import Settings
+from tests import factories
+
+SERVER_URL = os.environ.get("TEST_DATABASE_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+SECRET_KEY = "test-secret-key-that-is-long-enough-for-hs256"
+PASSWORD = "correct horse battery"
+ALEMBIC_INI = os.path.join(os.path.dirname(__file__), "..", "migrations", "alembic.ini")
+
+
+def alembic_config(database_url: str) -> Config:
+    config = Config(ALEMBIC_INI)
+    config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
+    config.attributes["configure_logger"] = False
+    return config
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    server = make_url(SERVER_URL)
+    name = f"task_api_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    url = server.set(database=name).render_as_string(hide_password=False)
+    try:
+        command.upgrade(alembic_config(url), "head")
+        yield url
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str) -> Settings:
+    return Settings(
+        app_env="test",
+        database_url=database_url,
+        redis_url=REDIS_URL,
+        secret_key=SECRET_KEY,
+        bcrypt_rounds=4,
+        _env_file=None,
+    )
+
+
+@pytest.fixture(scope="session")
+def app(settings: Settings) -> Iterator[FastAPI]:
+    application = create_app(settings)
+    yield application
+    application.state.runtime.close()
+
+
+@pytest.fixture
+def make_app(settings: Settings) -> Iterator[Callable[..., FastAPI]]:
+    """Build another app on the same database and Redis, with some settings changed."""
+    built: list[FastAPI] = []
+
+    def build(**overrides: Any) -> FastAPI:
+        application = create_app(settings.model_copy(update=overrides))
+        built.append(application)
+        return application
+
+    yield build
+    for application in built:
+        application.state.runtime.close()
+
+
+@pytest.fixture
+def redis() -> Iterator[Redis]:
+    client = Redis.from_url(REDIS_URL, decode_responses=True)
+    client.flushdb()
+    yield client
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture
+def db(app: FastAPI, redis: Redis) -> Iterator[Session]:
+    """A session on the test database; every table is emptied after the test."""
+    engine = app.state.runtime.engine
+    with Session(engine, expire_on_commit=False) as session:
+        factories.bind(session)
+        yield session
+    with engine.begin() as connection:
+        connection.execute(text("TRUNCATE users, tasks RESTART IDENTITY CASCADE"))
+
+
+@pytest.fixture
+def client(app: FastAPI, db: Session) -> Iterator[TestClient]:
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+def login(client: TestClient, email: str, password: str = PASSWORD) -> dict[str, Any]:
+    response = client.post("/login", json={"email": email, "password": password})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def auth_headers(client: TestClient) -> Callable[..., dict[str, str]]:
+    """Log a user in and return the Authorization header for their access token."""
+
+    def headers_for(user: Any, password: str = PASSWORD) -> dict[str, str]:
+        return bearer(login(client, user.email, password)["access_token"])
+
+    return headers_for

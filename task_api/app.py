@@ -7,7 +7,7 @@ from task_api.auth.deps import rate_limit
 from task_api.auth.routes import router as auth_router
 from task_api.config import Settings
 from task_api.errors import install_error_handlers
-from task_api.middleware import RequestContextMiddleware
+from task_api.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from task_api.runtime import Runtime
 from task_api.tasks.routes import router as tasks_router
 from task_api.users.routes import router as users_router
@@ -27,7 +27,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="1.0.0",
         description="User accounts and their tasks, behind JWT auth whose logout really revokes.",
         lifespan=lifespan,
-        max_body_size=settings.max_body_bytes,
     )
     app.state.runtime = runtime
     limited = [Depends(rate_limit)]
@@ -36,5 +35,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(users_router, dependencies=limited)
     app.include_router(tasks_router, dependencies=limited)
     install_error_handlers(app)
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware)
     return app

@@ -6,6 +6,7 @@ only after the route's other dependencies. Instead a plain dependency, declared 
 on every router, spends the budget before any other work happens.
 """
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -52,12 +53,12 @@ class RateLimiter:
         """
         allowed = self._strategy.hit(item, "rl", scope, client)
         reset_at, remaining = self._strategy.get_window_stats(item, "rl", scope, client)
-        quota = Quota(limit=item.amount, remaining=max(remaining, 0), reset_at=int(reset_at) + 1)
+        quota = Quota(limit=item.amount, remaining=max(remaining, 0), reset_at=math.ceil(reset_at))
         previous: Quota | None = getattr(request.state, "quota", None)
         if previous is None or quota.remaining < previous.remaining:
             request.state.quota = quota
         if not allowed:
-            retry_after = max(quota.reset_at - int(time.time()), 1)
+            retry_after = max(math.ceil(reset_at - time.time()), 1)
             raise RateLimited(
                 f"Rate limit exceeded: {item}. Try again in {retry_after} seconds.",
                 headers={"Retry-After": str(retry_after)},

@@ -1,0 +1,164 @@
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import text
+
+from tests.factories import UserFactory
+
+
+def test_unknown_route_is_a_json_404(client):
+    response = client.get("/no/such/route")
+
+    assert response.status_code == 404
+    assert response.json() == {"detail": "Not Found"}
+    assert response.headers["content-type"] == "application/json"
+
+
+def test_unsupported_method_is_a_json_405(client):
+    response = client.put("/tasks")
+
+    assert response.status_code == 405
+    assert response.json() == {"detail": "Method Not Allowed"}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b'{"email": "a@example.com",', b"\xff\xfe\x00{", b"\x80\x81 not utf-8", b"[1, 2", b"null"],
+)
+def test_undecodable_or_malformed_json_is_a_422(client, body):
+    response = client.post("/register", content=body, headers={"Content-Type": "application/json"})
+
+    assert response.status_code == 422
+    detail = response.json()["detail"]
+    assert isinstance(detail, list)
+    assert {"loc", "msg", "type"} <= detail[0].keys()
+    assert detail[0]["loc"][0] == "body"
+
+
+def test_a_body_over_the_size_limit_is_a_413(make_app, db):
+    with TestClient(make_app(max_body_bytes=1024)) as client:
+        response = client.post("/register", content=b'{"email": "' + b"a" * 2048 + b'"}')
+
+    assert response.status_code == 413
+    assert response.headers["content-type"] == "application/json"
+    assert response.json()["detail"]
+
+
+def test_a_request_id_is_generated_or_echoed(client):
+    generated = client.get("/users/me")
+    echoed = client.get("/users/me", headers={"X-Request-ID": "abc-123"})
+    replaced = client.get("/users/me", headers={"X-Request-ID": "bad id\twith spaces" + "x" * 200})
+
+    assert len(generated.headers["X-Request-ID"]) == 32
+    assert echoed.headers["X-Request-ID"] == "abc-123"
+    assert replaced.headers["X-Request-ID"] != "bad id\twith spaces"
+    assert len(replaced.headers["X-Request-ID"]) == 32
+
+
+def test_an_unexpected_error_is_a_json_500_that_leaks_nothing(make_app, db):
+    app = make_app()
+
+    @app.get("/boom")
+    def boom() -> None:
+        raise RuntimeError("secret internals")
+
+    with TestClient(app, raise_server_exceptions=False) as client:
+        response = client.get("/boom", headers={"X-Request-ID": "trace-me"})
+
+    assert response.status_code == 500
+    assert response.json() == {"detail": "Internal Server Error", "request_id": "trace-me"}
+    assert response.headers["X-Request-ID"] == "trace-me"
+    assert "secret" not in response.text
+
+
+def test_with_the_database_down_requests_get_a_503(make_app, redis, auth_headers, client, db):
+    headers = auth_headers(UserFactory())
+    down = make_app(database_url="postgresql+psycopg2://postgres@127.0.0.1:1/task_api", db_connect_timeout=1)
+    with TestClient(down) as down_client:
+        read = down_client.get("/users/me", headers=headers)
+        login = down_client.post("/login", json={"email": "a@example.com", "password": "long enough"})
+
+    for response in (read, login):
+        assert response.status_code == 503
+        assert response.headers["content-type"] == "application/json"
+        assert response.json() == {"detail": "Database unavailable"}
+        assert response.headers["Retry-After"]
+
+
+def test_the_service_recovers_when_database_connections_are_cut(client, db, auth_headers, app):
+    headers = auth_headers(UserFactory())
+    assert client.get("/users/me", headers=headers).status_code == 200
+    database = app.state.runtime.engine.url.database
+    with app.state.runtime.engine.connect() as connection:
+        connection.execute(
+            text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :db AND pid <> pg_backend_pid()"
+            ),
+            {"db": database},
+        )
+
+    assert client.get("/users/me", headers=headers).status_code == 200
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+REDIS_SERVER = shutil.which("redis-server")
+
+
+def _start_redis(port: int) -> subprocess.Popen[bytes]:
+    assert REDIS_SERVER is not None
+    server = subprocess.Popen(
+        [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return server
+        time.sleep(0.05)
+    raise AssertionError("redis-server did not start")
+
+
+@pytest.fixture
+def own_redis() -> Iterator[tuple[int, list[subprocess.Popen[bytes]]]]:
+    if REDIS_SERVER is None:
+        pytest.skip("redis-server is not installed")
+    port = _free_port()
+    servers = [_start_redis(port)]
+    yield port, servers
+    for server in servers:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def test_the_service_recovers_when_redis_comes_back(make_app, db, own_redis):
+    port, servers = own_redis
+    with TestClient(make_app(redis_url=f"redis://127.0.0.1:{port}/0", redis_socket_timeout=0.5)) as client:
+        assert client.get("/users/me").status_code == 401
+        servers[0].terminate()
+        servers[0].wait(timeout=10)
+        assert client.get("/users/me").status_code == 503
+        servers.append(_start_redis(port))
+        assert client.get("/users/me").status_code == 401
+
+
+def test_a_streamed_body_over_the_size_limit_is_a_413(make_app, db):
+    def chunks():
+        for _ in range(4):
+            yield b"x" * 512
+
+    with TestClient(make_app(max_body_bytes=1024)) as client:
+        response = client.post("/register", content=chunks(), headers={"Content-Type": "application/json"})
+
+    assert response.status_code == 413
+    assert response.json() == {"detail": "Request body is larger than 1024 bytes"}

@@ -1,0 +1,193 @@
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import httpx2
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import event, func, select
+
+from task_api.models import Task
+from tests.conftest import REDIS_URL, SECRET_KEY
+from tests.factories import TaskFactory, UserFactory
+
+LIMIT = 100
+
+
+def spend(client: TestClient, count: int, path: str = "/tasks", headers: dict[str, str] | None = None) -> None:
+    for _ in range(count):
+        response = client.get(path, headers=headers)
+        assert response.status_code != 429, response.text
+
+
+def test_the_101st_request_in_a_minute_is_refused(client, db, auth_headers):
+    headers = auth_headers(UserFactory())
+    first = client.get("/tasks", headers=headers)
+    assert first.headers["X-RateLimit-Limit"] == str(LIMIT)
+    assert first.headers["X-RateLimit-Remaining"] == str(LIMIT - 1)
+    assert int(first.headers["X-RateLimit-Reset"]) > time.time()
+    spend(client, LIMIT - 2, headers=headers)
+    last = client.get("/tasks", headers=headers)
+    assert last.status_code == 200
+    assert last.headers["X-RateLimit-Remaining"] == "0"
+
+    refused = client.get("/tasks", headers=headers)
+
+    assert refused.status_code == 429
+    assert refused.headers["content-type"] == "application/json"
+    assert "Rate limit exceeded" in refused.json()["detail"]
+    assert 1 <= int(refused.headers["Retry-After"]) <= 60
+    assert refused.headers["X-RateLimit-Limit"] == str(LIMIT)
+    assert refused.headers["X-RateLimit-Remaining"] == "0"
+
+
+def test_one_budget_is_shared_by_every_route(client, db, auth_headers):
+    user = UserFactory()
+    first, second = TaskFactory.create_batch(2, owner=user)
+    headers = auth_headers(user)
+    paths = [f"/tasks/{first.id}", f"/tasks/{second.id}", "/tasks", "/users/me"]
+    for index in range(LIMIT):
+        assert client.get(paths[index % len(paths)], headers=headers).status_code == 200
+
+    assert client.get("/tasks/999999", headers=headers).status_code == 429
+    assert client.get(f"/tasks/{first.id}", headers=headers).status_code == 429
+
+
+def test_users_behind_one_address_have_budgets_of_their_own(client, db, auth_headers):
+    alice, bob = UserFactory(), UserFactory()
+    alice_headers, bob_headers = auth_headers(alice), auth_headers(bob)
+    spend(client, LIMIT, headers=alice_headers)
+    assert client.get("/tasks", headers=alice_headers).status_code == 429
+
+    response = client.get("/tasks", headers=bob_headers)
+
+    assert response.status_code == 200
+    assert response.headers["X-RateLimit-Remaining"] == str(LIMIT - 1)
+
+
+def test_requests_without_a_valid_token_share_the_address_budget(client, db, redis):
+    spend(client, LIMIT // 2, path="/users/me")
+    spend(client, LIMIT // 2, path="/users/me", headers={"Authorization": "Bearer not-a-jwt"})
+
+    assert client.get("/tasks").status_code == 429
+    assert client.get("/tasks", headers={"Authorization": "Bearer forged"}).status_code == 429
+
+
+def test_a_refused_request_does_no_database_work(client, db, auth_headers, app):
+    user = UserFactory()
+    headers = auth_headers(user)
+    spend(client, LIMIT, headers=headers)
+    statements: list[str] = []
+    engine = app.state.runtime.engine
+
+    def record(conn, cursor, statement, *args):
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        response = client.post("/tasks", json={"title": "one too many"}, headers=headers)
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+    assert response.status_code == 429
+    assert statements == []
+    assert db.scalar(select(func.count()).select_from(Task)) == 0
+
+
+def test_login_and_register_have_a_stricter_address_limit(client, db):
+    user = UserFactory()
+    for index in range(5):
+        client.post("/login", json={"email": user.email, "password": "wrong password"})
+        client.post("/register", json={"email": f"new{index}@example.com", "password": "long enough"})
+
+    login = client.post("/login", json={"email": f"other{user.email}", "password": "wrong password"})
+    register = client.post("/auth/register", json={"email": "late@example.com", "password": "long enough"})
+
+    assert login.status_code == 429
+    assert login.headers["X-RateLimit-Limit"] == "10"
+    assert "Retry-After" in login.headers
+    assert register.status_code == 429
+    assert client.get("/users/me").status_code == 401
+
+
+def test_limits_are_configurable(make_app, db):
+    with TestClient(make_app(rate_limit="3/minute")) as client:
+        statuses = [client.get("/tasks").status_code for _ in range(4)]
+    assert statuses == [401, 401, 401, 429]
+
+
+def test_two_app_instances_share_one_budget(make_app, db, auth_headers):
+    user = UserFactory()
+    headers = auth_headers(user)
+    with TestClient(make_app()) as first, TestClient(make_app()) as second:
+        spend(first, 60, headers=headers)
+        spend(second, LIMIT - 60, headers=headers)
+        assert first.get("/tasks", headers=headers).status_code == 429
+        assert second.get("/tasks", headers=headers).status_code == 429
+
+
+def test_with_redis_down_requests_fail_closed(make_app, db):
+    with TestClient(make_app(redis_url="redis://127.0.0.1:1/0", redis_socket_timeout=0.5)) as client:
+        response = client.get("/tasks")
+        login = client.post("/login", json={"email": "a@example.com", "password": "long enough"})
+
+    assert response.status_code == 503
+    assert response.headers["content-type"] == "application/json"
+    assert response.headers["Retry-After"]
+    assert "unavailable" in response.json()["detail"]
+    assert login.status_code == 503
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def two_servers(database_url, db) -> Iterator[list[str]]:
+    """Two separate uvicorn processes on the test database and Redis."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "REDIS_URL": REDIS_URL,
+        "SECRET_KEY": SECRET_KEY,
+        "BCRYPT_ROUNDS": "4",
+        "RATE_LIMIT": "10/minute",
+    }
+    ports = [_free_port(), _free_port()]
+    servers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "task_api.main:app", "--port", str(port), "--log-level", "warning"],
+            env=env,
+        )
+        for port in ports
+    ]
+    urls = [f"http://127.0.0.1:{port}" for port in ports]
+    try:
+        for url in urls:
+            _wait_until_up(url)
+        yield urls
+    finally:
+        for server in servers:
+            server.terminate()
+            server.wait(timeout=10)
+
+
+def _wait_until_up(url: str) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            httpx2.get(f"{url}/openapi.json", timeout=1)
+            return
+        except httpx2.TransportError:
+            time.sleep(0.1)
+    raise AssertionError(f"{url} did not start")
+
+
+def test_two_processes_share_one_budget(two_servers, redis):
+    statuses = [httpx2.get(f"{two_servers[index % 2]}/tasks").status_code for index in range(11)]
+    assert statuses == [401] * 10 + [429]

@@ -22,7 +22,7 @@ LOGIN_FORM_SCHEMA = {
     "required": ["username", "password"],
     "properties": {
         "username": {"type": "string", "format": "email", "description": "The account's e-mail"},
-        "password": {"type": "string"},
+        "password": {"type": "string", "description": "8 to 72 bytes in UTF-8"},
         "grant_type": {"type": "string", "enum": ["password"]},
         "scope": {"type": "string"},
     },
@@ -71,7 +71,13 @@ def register(data: UserCreate, request: Request, response: Response, session: Se
 @router.post(
     "/login",
     dependencies=[Depends(auth_rate_limit)],
-    responses=error_responses(401, 413),
+    responses={
+        422: {
+            "description": "Validation Error",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/HTTPValidationError"}}},
+        },
+        **error_responses(401, 413),
+    },
     openapi_extra={
         "requestBody": {
             "required": True,

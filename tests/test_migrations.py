@@ -1,0 +1,75 @@
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from alembic import command
+from sqlalchemy import create_engine, inspect, text
+from sqlalchemy.engine import make_url
+
+from tests.conftest import alembic_config
+
+
+def test_the_migrated_schema_matches_the_models(database_url):
+    command.check(alembic_config(database_url))
+
+
+@pytest.fixture
+def empty_database(database_url) -> Iterator[str]:
+    url = make_url(database_url)
+    name = f"task_api_migrations_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def test_migrations_go_down_to_nothing_and_up_again(empty_database):
+    config = alembic_config(empty_database)
+    engine = create_engine(empty_database)
+    try:
+        command.upgrade(config, "head")
+        command.downgrade(config, "base")
+        with engine.connect() as connection:
+            assert set(inspect(connection).get_table_names()) == {"alembic_version"}
+            assert connection.scalar(text("SELECT count(*) FROM pg_type WHERE typname LIKE 'task_%'")) == 0
+        command.upgrade(config, "head")
+        command.check(config)
+    finally:
+        engine.dispose()
+
+
+def test_status_and_priority_are_enums_and_tasks_cascade(database_url):
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            types = dict(
+                connection.execute(
+                    text(
+                        "SELECT column_name, udt_name FROM information_schema.columns"
+                        " WHERE table_name = 'tasks' AND column_name IN ('status', 'priority')"
+                    )
+                ).all()
+            )
+            on_delete = connection.scalar(
+                text("SELECT confdeltype FROM pg_constraint WHERE conrelid = 'tasks'::regclass AND contype = 'f'")
+            )
+    finally:
+        engine.dispose()
+    assert types == {"status": "task_status", "priority": "task_priority"}
+    assert on_delete == "c"
+
+
+def test_newest_first_listing_is_served_by_an_index_without_a_sort(db):
+    db.execute(text("SET LOCAL enable_seqscan = off"))
+    plan = "\n".join(
+        db.scalars(text("EXPLAIN SELECT * FROM tasks WHERE owner_id = 1 ORDER BY created_at DESC, id DESC LIMIT 20"))
+    )
+    db.rollback()
+
+    assert "ix_tasks_owner_created" in plan
+    assert "Sort" not in plan

@@ -1,3 +1,4 @@
+from fakeredis import FakeConnection, FakeServer
 from redis import ConnectionPool, Redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
@@ -6,7 +7,12 @@ from task_api.config import Settings
 
 
 def create_redis_pool(settings: Settings) -> ConnectionPool:
-    """One pool per process, shared by every thread; created after gunicorn forks."""
+    """One pool per process, shared by every thread; created after gunicorn forks.
+
+    Without REDIS_URL the pool talks to fakeredis, a Redis that lives in this process.
+    """
+    if settings.redis_url is None:
+        return ConnectionPool(connection_class=FakeConnection, server=FakeServer(), decode_responses=True)
     return ConnectionPool.from_url(
         settings.redis_url,
         max_connections=settings.redis_max_connections,

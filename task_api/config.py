@@ -22,7 +22,7 @@ class Settings(BaseSettings):
     refresh_token_expire_days: int = Field(default=7, ge=1)
     bcrypt_rounds: int = Field(default=12, ge=4, le=31)
 
-    database_url: str = "postgresql+psycopg2://postgres@127.0.0.1:5432/task_api"
+    database_url: str = "sqlite:///task_api.sqlite3"
     db_pool_size: int = Field(default=10, ge=1)
     db_max_overflow: int = Field(default=5, ge=0)
     db_pool_timeout: float = Field(default=5.0, gt=0)
@@ -30,7 +30,7 @@ class Settings(BaseSettings):
     db_connect_timeout: int = Field(default=3, ge=1)
     db_statement_timeout_ms: int = Field(default=5000, ge=0)
 
-    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_url: str | None = None  # None: an in-process stand-in, for one process only
     redis_socket_timeout: float = Field(default=2.0, gt=0)
     redis_max_connections: int = Field(default=50, ge=1)
 
@@ -46,6 +46,13 @@ class Settings(BaseSettings):
         parse(self.auth_rate_limit)
         if len(self.secret_key.encode()) < MIN_SECRET_BYTES:
             raise ValueError(f"SECRET_KEY must be at least {MIN_SECRET_BYTES} bytes long")
-        if self.app_env == "production" and self.secret_key == PLACEHOLDER_SECRET:
-            raise ValueError("SECRET_KEY must be set to a random value in production")
+        if self.app_env == "production":
+            if self.secret_key == PLACEHOLDER_SECRET:
+                raise ValueError("SECRET_KEY must be set to a random value in production")
+            if self.redis_url is None:
+                raise ValueError("REDIS_URL must name a real Redis in production")
         return self
+
+    @property
+    def uses_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")

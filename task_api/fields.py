@@ -27,17 +27,9 @@ def _password(value: str) -> str:
     return value
 
 
-Text = Annotated[str, AfterValidator(_storable)]
+Storable = AfterValidator(_storable)
 Email = Annotated[EmailStr, StringConstraints(max_length=254), AfterValidator(str.lower)]
 Password = Annotated[str, AfterValidator(_password), Field(description="8 to 72 bytes in UTF-8")]
-
-
-def _as_utc(value: datetime) -> datetime:
-    """Stored datetimes are UTC; SQLite hands them back without an offset."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
 
 
 def _aware_to_utc(value: datetime) -> datetime:

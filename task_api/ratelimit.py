@@ -38,7 +38,7 @@ class RateLimiter:
         slowapi_limiter = Limiter(
             key_func=client_address,
             strategy="moving-window",
-            storage_uri=settings.redis_url,
+            storage_uri="redis://",  # the connection itself comes from the shared pool
             storage_options={"connection_pool": pool},
         )
         self._strategy = slowapi_limiter.limiter

@@ -90,6 +90,7 @@ def test_with_the_database_down_requests_get_a_503(make_app, redis, auth_headers
         assert response.headers["Retry-After"]
 
 
+@pytest.mark.postgres_only
 def test_the_service_recovers_when_database_connections_are_cut(client, db, auth_headers, app):
     headers = auth_headers(UserFactory())
     assert client.get("/users/me", headers=headers).status_code == 200

@@ -28,6 +28,7 @@ def empty_database(database_url) -> Iterator[str]:
         admin.dispose()
 
 
+@pytest.mark.postgres_only
 def test_migrations_go_down_to_nothing_and_up_again(empty_database):
     config = alembic_config(empty_database)
     engine = create_engine(empty_database)
@@ -43,6 +44,7 @@ def test_migrations_go_down_to_nothing_and_up_again(empty_database):
         engine.dispose()
 
 
+@pytest.mark.postgres_only
 def test_status_and_priority_are_enums_and_tasks_cascade(database_url):
     engine = create_engine(database_url)
     try:
@@ -64,6 +66,7 @@ def test_status_and_priority_are_enums_and_tasks_cascade(database_url):
     assert on_delete == "c"
 
 
+@pytest.mark.postgres_only
 def test_newest_first_listing_is_served_by_an_index_without_a_sort(db):
     db.execute(text("SET LOCAL enable_seqscan = off"))
     plan = "\n".join(

@@ -1,15 +1,16 @@
 import hashlib
+from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from task_api.fields import Instant, Text, UtcDatetime
+from task_api.fields import Instant, Storable
 from task_api.pagination import MAX_OFFSET
 from task_api.schemas import InputModel
 from task_api.tasks.models import DESCRIPTION_MAX_LENGTH, TITLE_MAX_LENGTH, TaskPriority, TaskStatus
 
-Title = Annotated[Text, StringConstraints(strip_whitespace=True, min_length=1, max_length=TITLE_MAX_LENGTH)]
-Description = Annotated[Text, StringConstraints(max_length=DESCRIPTION_MAX_LENGTH)]
+Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=TITLE_MAX_LENGTH), Storable]
+Description = Annotated[str, StringConstraints(max_length=DESCRIPTION_MAX_LENGTH), Storable]
 
 TaskSort = Literal["created_at", "-created_at", "due_date", "-due_date", "priority", "-priority", "title", "-title"]
 
@@ -17,7 +18,7 @@ TaskSort = Literal["created_at", "-created_at", "due_date", "-due_date", "priori
 class TaskQuery(BaseModel):
     status: list[TaskStatus] = Field(default=[], description="Repeat to match any of several")
     priority: list[TaskPriority] = Field(default=[], description="Repeat to match any of several")
-    q: Annotated[Text, StringConstraints(min_length=1, max_length=TITLE_MAX_LENGTH)] | None = Field(
+    q: Annotated[str, StringConstraints(min_length=1, max_length=TITLE_MAX_LENGTH), Storable] | None = Field(
         default=None, description="Case-insensitive substring of the title or description"
     )
     due_before: Instant | None = None
@@ -57,10 +58,10 @@ class TaskOut(BaseModel):
     description: str
     status: TaskStatus
     priority: TaskPriority
-    due_date: UtcDatetime | None
+    due_date: datetime | None
     owner_id: int
-    created_at: UtcDatetime
-    updated_at: UtcDatetime
+    created_at: datetime
+    updated_at: datetime
 
     @property
     def etag(self) -> str:

@@ -1,12 +1,13 @@
+from datetime import datetime
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from task_api.fields import Email, Password, Text, UtcDatetime
+from task_api.fields import Email, Password, Storable
 from task_api.schemas import InputModel
 from task_api.users.models import NAME_MAX_LENGTH
 
-Name = Annotated[Text, StringConstraints(strip_whitespace=True, min_length=1, max_length=NAME_MAX_LENGTH)]
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=NAME_MAX_LENGTH), Storable]
 
 
 class UserCreate(InputModel):
@@ -46,4 +47,4 @@ class UserOut(BaseModel):
     email: str
     name: str | None
     is_admin: bool
-    created_at: UtcDatetime
+    created_at: datetime

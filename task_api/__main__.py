@@ -32,8 +32,14 @@ def create_admin(settings: Settings, email: str, password: str | None) -> str:
 
 
 def _ask_password() -> str:
-    password = getpass.getpass("Password for the new admin: ")
-    if password != getpass.getpass("Repeat it: "):
+    if not sys.stdin.isatty():
+        raise SystemExit("error: no password given: set ADMIN_PASSWORD or run this in a terminal")
+    try:
+        password = getpass.getpass("Password for the new admin: ")
+        repeated = getpass.getpass("Repeat it: ")
+    except (EOFError, KeyboardInterrupt):
+        raise SystemExit("error: no password given: set ADMIN_PASSWORD or run this in a terminal") from None
+    if password != repeated:
         raise SystemExit("error: the passwords do not match")
     TypeAdapter(Password).validate_python(password)
     return password

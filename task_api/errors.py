@@ -4,7 +4,6 @@ import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.exception_handlers import request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
@@ -82,8 +81,11 @@ def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
     return _json(exc.status_code, exc.detail, exc.headers)
 
 
-async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-    return await request_validation_exception_handler(request, exc)
+def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    """FastAPI's 422 shape, holding only what the contract names (`loc`, `msg`, `type`): the
+    rejected input is not echoed back, so a refused password never travels in a response."""
+    errors = [{"type": error["type"], "loc": error["loc"], "msg": error["msg"]} for error in exc.errors()]
+    return _json(422, errors)
 
 
 def _database_unavailable(_: Request, exc: Exception) -> JSONResponse:

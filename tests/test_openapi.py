@@ -13,6 +13,7 @@ CONTRACT = {
     "/tasks/{task_id}": {"get", "put", "patch", "delete"},
 }
 PUBLIC = {("/register", "post"), ("/login", "post"), ("/refresh", "post")}
+OPERATIONS = {"/health", "/ready"}
 
 
 @pytest.fixture
@@ -28,11 +29,13 @@ def operations(schema):
 
 def test_the_schema_lists_exactly_the_contract(schema):
     served = {path: set(methods) for path, methods in schema["paths"].items()}
-    assert {path: methods for path, methods in served.items() if path not in {"/health", "/ready"}} == CONTRACT
+    assert served == {**CONTRACT, "/health": {"get"}, "/ready": {"get"}}
 
 
 def test_every_operation_documents_its_errors_with_their_bodies(schema):
     for path, method, operation in operations(schema):
+        if path in OPERATIONS:
+            continue
         responses = operation["responses"]
         expected = {"429", "500", "503"}
         if (path, method) not in PUBLIC:

@@ -66,6 +66,8 @@ class Tokens:
 
     def decode(self, token: str, expected: TokenType) -> Claims | None:
         """The token's claims if it is a well-signed, unexpired token of the expected type."""
+        if not token.isascii():
+            return None
         try:
             payload = jwt.decode(
                 token,

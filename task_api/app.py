@@ -2,11 +2,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
+from fastapi_offline import FastAPIOffline
 
 from task_api.auth.deps import rate_limit
 from task_api.auth.routes import router as auth_router
 from task_api.config import Settings
 from task_api.errors import install_error_handlers
+from task_api.health import router as health_router
+from task_api.logs import configure_logging
 from task_api.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from task_api.runtime import Runtime
 from task_api.tasks.routes import router as tasks_router
@@ -15,6 +18,7 @@ from task_api.users.routes import router as users_router
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    configure_logging(settings.effective_log_format, settings.log_level)
     runtime = Runtime.start(settings)
 
     @asynccontextmanager
@@ -22,13 +26,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         runtime.close()
 
-    app = FastAPI(
+    app = FastAPIOffline(  # Swagger UI and ReDoc from assets the app serves itself, no CDN
         title="task_api",
         version="1.0.0",
         description="User accounts and their tasks, behind JWT auth whose logout really revokes.",
         lifespan=lifespan,
     )
     app.state.runtime = runtime
+    app.include_router(health_router)
     limited = [Depends(rate_limit)]
     app.include_router(auth_router, dependencies=limited)
     app.include_router(auth_router, prefix="/auth", dependencies=limited, include_in_schema=False)

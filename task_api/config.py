@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     auth_rate_limit: str = "10/minute"
     max_body_bytes: int = Field(default=1024 * 1024, ge=1)
     cookie_secure: bool = False
+    log_format: Literal["json", "text"] | None = None  # None: json in production, text elsewhere
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     admin_password: SecretStr | None = None  # read only by `python -m task_api create-admin`
 
     @model_validator(mode="after")
@@ -52,6 +54,10 @@ class Settings(BaseSettings):
             if self.redis_url is None:
                 raise ValueError("REDIS_URL must name a real Redis in production")
         return self
+
+    @property
+    def effective_log_format(self) -> str:
+        return self.log_format or ("json" if self.app_env == "production" else "text")
 
     @property
     def uses_sqlite(self) -> bool:

@@ -74,3 +74,16 @@ def get_session(request: Request) -> Iterator[Session]:
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def end_read(session: Session) -> None:
+    """End the read transaction now, before this threadpool step returns.
+
+    FastAPI runs each sync dependency, the endpoint and the response validation as
+    separate threadpool steps; a connection kept across them would wait for a thread while
+    holding a connection, and a burst could leave every thread waiting for a connection
+    that only a waiting request can free. Ending each transaction inside its step keeps
+    the arithmetic in gunicorn.conf.py true. The COMMIT replaces the ROLLBACK the pool
+    would send on return, so it costs no extra round trip; loaded objects stay usable.
+    """
+    session.commit()

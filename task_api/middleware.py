@@ -1,4 +1,6 @@
+import logging
 import re
+import time
 import uuid
 
 from starlette.datastructures import Headers, MutableHeaders
@@ -6,14 +8,18 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from task_api.logs import request_id_var
+
 REQUEST_ID_HEADER = "X-Request-ID"
 SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+access_log = logging.getLogger("task_api.access")
 
 
 class RequestContextMiddleware:
-    """Gives each request an id and writes the headers other layers left in its state.
+    """Gives each request an id, writes the headers other layers left in its state, and
+    logs one line per request.
 
-    Pure ASGI and header-only, so it never blocks the event loop.
+    Pure ASGI, touching only headers, so it never blocks the event loop.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -27,9 +33,14 @@ class RequestContextMiddleware:
         request_id = sent_id if SANE_REQUEST_ID.fullmatch(sent_id) else uuid.uuid4().hex
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
+        request_id_var.set(request_id)
+        started = time.perf_counter()
+        status = 500
 
         async def send_with_headers(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
+                status = message["status"]
                 headers = MutableHeaders(scope=message)
                 headers[REQUEST_ID_HEADER] = request_id
                 quota = state.get("quota")
@@ -37,7 +48,22 @@ class RequestContextMiddleware:
                     headers.update(quota.headers())
             await send(message)
 
-        await self.app(scope, receive, send_with_headers)
+        try:
+            await self.app(scope, receive, send_with_headers)
+        finally:
+            access_log.info(
+                "%s %s %s",
+                scope["method"],
+                scope["path"],
+                status,
+                extra={
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "status": status,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                    "user_id": state.get("user_id"),
+                },
+            )
 
 
 class BodySizeLimitMiddleware:

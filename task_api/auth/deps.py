@@ -5,7 +5,7 @@ from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
 
 from task_api.auth.tokens import Claims, TokenType
-from task_api.db import SessionDep
+from task_api.db import SessionDep, end_read
 from task_api.errors import Forbidden, Unauthorized
 from task_api.ratelimit import client_address
 from task_api.runtime import get_runtime
@@ -53,8 +53,10 @@ def authenticate(request: Request, session: SessionDep, token: BearerToken, clai
     if not get_runtime(request).tokens.is_live(claims):
         raise Unauthorized("Token has been revoked")
     user = session.get(User, claims.user_id)
+    end_read(session)
     if user is None or user.token_version != claims.ver:
         raise Unauthorized("Token has been revoked")
+    request.state.user_id = user.id
     return Authenticated(user, claims)
 
 

@@ -3,6 +3,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, case, delete, func, or_, select
 from sqlalchemy.orm import Session
 
+from task_api.db import end_read
 from task_api.errors import NotFound, PreconditionFailed
 from task_api.tasks.models import Task, TaskPriority
 from task_api.tasks.schemas import TaskCreate, TaskOut, TaskQuery
@@ -25,11 +26,9 @@ def create_task(session: Session, owner_id: int, data: TaskCreate) -> Task:
     return task
 
 
-def get_task(session: Session, owner_id: int, task_id: int, *, for_update: bool = False) -> Task:
-    stmt = select(Task).where(Task.id == task_id, Task.owner_id == owner_id)
-    task = session.scalar(stmt.with_for_update() if for_update else stmt)
-    if task is None:
-        raise NotFound(TASK_NOT_FOUND)
+def get_task(session: Session, owner_id: int, task_id: int) -> Task:
+    task = _owned_task(session, owner_id, task_id)
+    end_read(session)
     return task
 
 
@@ -48,16 +47,18 @@ def list_tasks(session: Session, owner_id: int, filters: TaskQuery) -> tuple[lis
         .offset(filters.offset)
     ).all()
     if rows:
-        return [row.Task for row in rows], rows[0].total
-    if filters.offset == 0:
-        return [], 0
-    total = session.scalar(_filtered(select(func.count()).select_from(Task), owner_id, filters)) or 0
-    return [], total
+        total = rows[0].total
+    elif filters.offset == 0:
+        total = 0
+    else:
+        total = session.scalar(_filtered(select(func.count()).select_from(Task), owner_id, filters)) or 0
+    end_read(session)
+    return [row.Task for row in rows], total
 
 
 def update_task(session: Session, owner_id: int, task_id: int, changes: dict[str, Any], if_match: str | None) -> Task:
     """Apply `changes`; with `If-Match`, only to the version the client last saw."""
-    task = get_task(session, owner_id, task_id, for_update=if_match is not None)
+    task = _owned_task(session, owner_id, task_id, for_update=if_match is not None)
     if if_match is not None and not etag_matches(if_match, TaskOut.model_validate(task).etag):
         raise PreconditionFailed("The task has changed since the given ETag")
     for field, value in changes.items():
@@ -77,6 +78,15 @@ def etag_matches(if_match: str, etag: str) -> bool:
     """RFC 9110 strong comparison against an If-Match list (`*` matches any current version)."""
     candidates = [candidate.strip() for candidate in if_match.split(",")]
     return "*" in candidates or etag in candidates
+
+
+def _owned_task(session: Session, owner_id: int, task_id: int, *, for_update: bool = False) -> Task:
+    """The task if `owner_id` owns it: another user's task is missing by construction."""
+    stmt = select(Task).where(Task.id == task_id, Task.owner_id == owner_id)
+    task = session.scalar(stmt.with_for_update() if for_update else stmt)
+    if task is None:
+        raise NotFound(TASK_NOT_FOUND)
+    return task
 
 
 def _filtered(stmt: Select[Any], owner_id: int, filters: TaskQuery) -> Select[Any]:

@@ -5,6 +5,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from task_api.auth.passwords import hash_password, verify_password
+from task_api.db import end_read
 from task_api.errors import Conflict, Forbidden, InvalidField, NotFound
 from task_api.users.models import User
 from task_api.users.schemas import AdminUserCreate, UserCreate
@@ -37,6 +38,7 @@ def get_user(session: Session, user_id: int, actor: User) -> User:
     if not actor.is_admin:
         raise Forbidden("You may only access your own account")
     user = session.get(User, user_id)
+    end_read(session)
     if user is None:
         raise NotFound("User not found")
     return user
@@ -45,6 +47,7 @@ def get_user(session: Session, user_id: int, actor: User) -> User:
 def list_users(session: Session, limit: int, offset: int) -> tuple[list[User], int]:
     users = list(session.scalars(select(User).order_by(User.id).limit(limit).offset(offset)))
     total = session.scalar(select(func.count()).select_from(User)) or 0
+    end_read(session)
     return users, total
 
 

@@ -1,4 +1,4 @@
-"""Command line: `python -m task_api serve` and `python -m task_api create-admin EMAIL`."""
+"""Command line: `python -m task_api serve | migrate | create-admin EMAIL`."""
 
 import argparse
 import getpass
@@ -12,6 +12,7 @@ from task_api import models  # noqa: F401  (maps every table)
 from task_api.config import Settings
 from task_api.db import create_db_engine, create_session_factory
 from task_api.fields import Email, Password
+from task_api.migrate import migrate
 from task_api.users import service
 from task_api.users.schemas import AdminUserCreate
 
@@ -48,22 +49,25 @@ def _ask_password() -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m task_api")
     commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="run the API with uvicorn (one process)")
+    serve = commands.add_parser("serve", help="migrate, then run the API in one process (the embedded default)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
+    commands.add_parser("migrate", help="bring the database up to the newest migration")
     admin = commands.add_parser(
         "create-admin", help="create an admin, or promote an existing user (password from ADMIN_PASSWORD or a prompt)"
     )
     admin.add_argument("email")
     args = parser.parse_args(argv)
 
-    if args.command == "serve":
-        uvicorn.run("task_api.main:app", host=args.host, port=args.port)
-        return 0
     try:
         settings = Settings()
-        password = settings.admin_password.get_secret_value() if settings.admin_password else None
-        print(create_admin(settings, args.email, password))
+        if args.command == "create-admin":
+            password = settings.admin_password.get_secret_value() if settings.admin_password else None
+            print(create_admin(settings, args.email, password))
+        else:
+            migrate(settings)
+            if args.command == "serve":
+                uvicorn.run("task_api.main:app", host=args.host, port=args.port)
     except ValidationError as exc:
         messages = "; ".join(f"{'.'.join(map(str, error['loc'])) or 'input'}: {error['msg']}" for error in exc.errors())
         print(f"error: {messages}", file=sys.stderr)

@@ -23,7 +23,8 @@ class Settings(BaseSettings):
     bcrypt_rounds: int = Field(default=12, ge=4, le=31)
 
     database_url: str = "sqlite:///task_api.sqlite3"
-    db_pool_size: int = Field(default=10, ge=1)
+    threadpool_size: int = Field(default=20, ge=1)
+    db_pool_size: int = Field(default=15, ge=1)
     db_max_overflow: int = Field(default=5, ge=0)
     db_pool_timeout: float = Field(default=5.0, gt=0)
     db_pool_recycle: int = Field(default=1800, ge=-1)
@@ -38,6 +39,11 @@ class Settings(BaseSettings):
     auth_rate_limit: str = "10/minute"
     max_body_bytes: int = Field(default=1024 * 1024, ge=1)
     cookie_secure: bool = False
+
+    host: str = "0.0.0.0"  # noqa: S104  (the production server listens on every interface)
+    port: int = Field(default=8000, ge=1, le=65535)
+    web_concurrency: int | None = Field(default=None, ge=1)
+    forwarded_allow_ips: str = "127.0.0.1"
     log_format: Literal["json", "text"] | None = None  # None: json in production, text elsewhere
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     admin_password: SecretStr | None = None  # read only by `python -m task_api create-admin`
@@ -46,6 +52,11 @@ class Settings(BaseSettings):
     def _check(self) -> "Settings":
         parse(self.rate_limit)
         parse(self.auth_rate_limit)
+        if self.threadpool_size > self.db_pool_size + self.db_max_overflow:
+            raise ValueError(
+                "THREADPOOL_SIZE must not exceed DB_POOL_SIZE + DB_MAX_OVERFLOW: every running thread may hold "
+                "one connection, and a thread left waiting for one stalls its whole request"
+            )
         if len(self.secret_key.encode()) < MIN_SECRET_BYTES:
             raise ValueError(f"SECRET_KEY must be at least {MIN_SECRET_BYTES} bytes long")
         if self.app_env == "production":

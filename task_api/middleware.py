@@ -51,17 +51,21 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_with_headers)
         finally:
+            duration_ms = round((time.perf_counter() - started) * 1000, 2)
+            user_id = state.get("user_id")
             access_log.info(
-                "%s %s %s",
+                "%s %s %s %.2fms user=%s",
                 scope["method"],
                 scope["path"],
                 status,
+                duration_ms,
+                user_id,
                 extra={
                     "method": scope["method"],
                     "path": scope["path"],
                     "status": status,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                    "user_id": state.get("user_id"),
+                    "duration_ms": duration_ms,
+                    "user_id": user_id,
                 },
             )
 

@@ -27,6 +27,7 @@ def create_user(session: Session, data: UserCreate | AdminUserCreate, bcrypt_rou
 
 def authenticate(session: Session, email: str, password: str, bcrypt_rounds: int) -> User | None:
     user = session.scalar(select(User).where(User.email == email))
+    end_read(session)
     password_hash = user.password_hash if user else None
     return user if verify_password(password, password_hash, bcrypt_rounds) else None
 

@@ -1,0 +1,44 @@
+"""Production server: `gunicorn -c gunicorn.conf.py task_api.main:app`.
+
+Every value comes from the same Settings as the app (WEB_CONCURRENCY, PORT, HOST,
+FORWARDED_ALLOW_IPS, ...).
+
+Connections, threads and workers, chosen together:
+- Each worker runs sync endpoints and dependencies on THREADPOOL_SIZE threads (20).
+- A request holds a database connection only while one of those threads runs it: every
+  step ends its transaction before it returns (task_api.db.end_read). So at most
+  THREADPOOL_SIZE connections are in use per worker, and with
+  DB_POOL_SIZE + DB_MAX_OVERFLOW = 15 + 5 = 20 >= THREADPOOL_SIZE no thread ever waits for
+  a connection: a burst queues for threads, never deadlocks on the pool. Settings
+  refuses a THREADPOOL_SIZE above the pool.
+- PostgreSQL's default max_connections is 100: WEB_CONCURRENCY x 20 must stay below it,
+  with room for migrations and psql (4 workers = 80).
+- Redis: one pool per worker (REDIS_MAX_CONNECTIONS = 50 >= 20 threads + event loop).
+"""
+
+import os
+
+from task_api.config import Settings
+
+settings = Settings()
+
+workers = settings.web_concurrency or os.cpu_count() or 1
+if settings.redis_url is None and workers > 1:
+    raise SystemExit(
+        "REDIS_URL is unset: the in-process Redis stand-in cannot share token revocation and rate limits "
+        f"between {workers} workers. Set REDIS_URL, or WEB_CONCURRENCY=1."
+    )
+
+worker_class = "uvicorn_worker.UvicornWorker"
+bind = f"{settings.host}:{settings.port}"
+forwarded_allow_ips = settings.forwarded_allow_ips
+
+timeout = 30
+graceful_timeout = 30
+keepalive = 5
+max_requests = 10_000  # recycle workers now and then, staggered so they never restart together
+max_requests_jitter = 1_000
+
+accesslog = None  # the app logs one line per request itself
+errorlog = "-"
+control_socket_disable = True  # two instances on one host would fight over ~/.gunicorn/gunicorn.ctl

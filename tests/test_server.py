@@ -1,0 +1,145 @@
+"""The production server as an operator runs it: gunicorn with gunicorn.conf.py."""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx2
+import pytest
+
+from tests.conftest import PASSWORD, REDIS_URL, SECRET_KEY
+from tests.factories import TaskFactory, UserFactory
+
+ROOT = Path(__file__).resolve().parent.parent
+GUNICORN = shutil.which("gunicorn", path=str(Path(sys.executable).parent))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    def __init__(self, process: subprocess.Popen[bytes], url: str, log: Path) -> None:
+        self.process = process
+        self.url = url
+        self.log = log
+
+    def log_lines(self) -> list[str]:
+        return self.log.read_text().splitlines()
+
+
+@pytest.fixture
+def start_server(database_url, redis, tmp_path) -> Iterator[Callable[..., Server]]:
+    servers: list[Server] = []
+
+    def start(**env: str) -> Server:
+        port = free_port()
+        log = tmp_path / f"server-{port}.log"
+        environment = {
+            **os.environ,
+            "DATABASE_URL": database_url,
+            "REDIS_URL": REDIS_URL,
+            "SECRET_KEY": SECRET_KEY,
+            "BCRYPT_ROUNDS": "4",
+            "HOST": "127.0.0.1",
+            "PORT": str(port),
+            "WEB_CONCURRENCY": "1",
+            **env,
+        }
+        with log.open("wb") as output:
+            process = subprocess.Popen(
+                [GUNICORN, "-c", "gunicorn.conf.py", "task_api.main:app"],
+                cwd=ROOT,
+                env=environment,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+            )
+        server = Server(process, f"http://127.0.0.1:{port}", log)
+        servers.append(server)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                httpx2.get(f"{server.url}/health", timeout=1)
+                return server
+            except httpx2.TransportError:
+                time.sleep(0.1)
+        return server
+
+    yield start
+    for server in servers:
+        server.process.terminate()
+        server.process.wait(timeout=30)
+
+
+def test_a_burst_larger_than_the_pool_queues_instead_of_failing(start_server, db):
+    user = UserFactory()
+    tasks = TaskFactory.create_batch(5, owner=user)
+    server = start_server(THREADPOOL_SIZE="2", DB_POOL_SIZE="1", DB_MAX_OVERFLOW="1", DB_POOL_TIMEOUT="1")
+    token = httpx2.post(f"{server.url}/login", json={"email": user.email, "password": PASSWORD}).json()
+    headers = {"Authorization": f"Bearer {token['access_token']}"}
+
+    def read(index: int) -> int:
+        return httpx2.get(f"{server.url}/tasks/{tasks[index % 5].id}", headers=headers, timeout=30).status_code
+
+    with ThreadPoolExecutor(max_workers=40) as pool:
+        statuses = list(pool.map(read, range(80)))
+
+    assert statuses == [200] * 80
+
+
+def test_logs_are_one_json_line_per_request_and_hold_no_secrets(start_server, db):
+    user = UserFactory()
+    server = start_server(LOG_FORMAT="json")
+    tokens = httpx2.post(f"{server.url}/login", data={"username": user.email, "password": PASSWORD}).json()
+    headers = {"Authorization": f"Bearer {tokens['access_token']}", "X-Request-ID": "req-42"}
+    httpx2.get(f"{server.url}/users/me", headers=headers)
+    httpx2.post(f"{server.url}/refresh", json={"refresh_token": tokens["refresh_token"]})
+    httpx2.post(f"{server.url}/login", json={"email": user.email, "password": "wrong password!"})
+    httpx2.post(f"{server.url}/register", json={"email": "new@example.com", "password": "x"})
+    server.process.terminate()
+    server.process.wait(timeout=30)
+
+    text = server.log.read_text()
+    for secret in (PASSWORD, "wrong password!", tokens["access_token"], tokens["refresh_token"], "Bearer"):
+        assert secret not in text
+    entries = [json.loads(line) for line in server.log_lines() if line.startswith("{")]
+    requests = [entry for entry in entries if entry["logger"] == "task_api.access"]
+    assert [(entry["method"], entry["path"], entry["status"]) for entry in requests] == [
+        ("GET", "/health", 200),
+        ("POST", "/login", 200),
+        ("GET", "/users/me", 200),
+        ("POST", "/refresh", 200),
+        ("POST", "/login", 401),
+        ("POST", "/register", 422),
+    ]
+    me = requests[2]
+    assert me["request_id"] == "req-42"
+    assert me["user_id"] == user.id
+    assert isinstance(me["duration_ms"], float)
+    assert all(len(entry["request_id"]) == 32 for entry in requests if entry is not me)
+
+
+def test_the_in_process_redis_is_refused_with_several_workers(database_url):
+    env = {**os.environ, "DATABASE_URL": database_url, "WEB_CONCURRENCY": "2", "PORT": str(free_port())}
+    env.pop("REDIS_URL", None)
+    result = subprocess.run(
+        [GUNICORN, "-c", "gunicorn.conf.py", "task_api.main:app"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert result.returncode != 0
+    assert "REDIS_URL is unset" in result.stderr

@@ -2,82 +2,13 @@
 
 import json
 import os
-import shutil
-import socket
 import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx2
-import pytest
 
-from tests.conftest import PASSWORD, REDIS_URL, SECRET_KEY
+from tests.conftest import GUNICORN, PASSWORD, ROOT, free_port
 from tests.factories import TaskFactory, UserFactory
-
-ROOT = Path(__file__).resolve().parent.parent
-GUNICORN = shutil.which("gunicorn", path=str(Path(sys.executable).parent))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Server:
-    def __init__(self, process: subprocess.Popen[bytes], url: str, log: Path) -> None:
-        self.process = process
-        self.url = url
-        self.log = log
-
-    def log_lines(self) -> list[str]:
-        return self.log.read_text().splitlines()
-
-
-@pytest.fixture
-def start_server(database_url, redis, tmp_path) -> Iterator[Callable[..., Server]]:
-    servers: list[Server] = []
-
-    def start(**env: str) -> Server:
-        port = free_port()
-        log = tmp_path / f"server-{port}.log"
-        environment = {
-            **os.environ,
-            "DATABASE_URL": database_url,
-            "REDIS_URL": REDIS_URL,
-            "SECRET_KEY": SECRET_KEY,
-            "BCRYPT_ROUNDS": "4",
-            "HOST": "127.0.0.1",
-            "PORT": str(port),
-            "WEB_CONCURRENCY": "1",
-            **env,
-        }
-        with log.open("wb") as output:
-            process = subprocess.Popen(
-                [GUNICORN, "-c", "gunicorn.conf.py", "task_api.main:app"],
-                cwd=ROOT,
-                env=environment,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-            )
-        server = Server(process, f"http://127.0.0.1:{port}", log)
-        servers.append(server)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and process.poll() is None:
-            try:
-                httpx2.get(f"{server.url}/health", timeout=1)
-                return server
-            except httpx2.TransportError:
-                time.sleep(0.1)
-        return server
-
-    yield start
-    for server in servers:
-        server.process.terminate()
-        server.process.wait(timeout=30)
 
 
 def test_a_burst_larger_than_the_pool_queues_instead_of_failing(start_server, db):

@@ -2,9 +2,11 @@
 VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 BOOTSTRAP_PYTHON ?= python3
-ALEMBIC := $(PYTHON) -m alembic -c migrations/alembic.ini
+LOCAL_DATABASE_URL ?= postgresql+psycopg2://postgres@127.0.0.1:5432/task_api
+LOCAL_REDIS_URL ?= redis://127.0.0.1:6379/0
+COMPOSE = $(shell $(PYTHON) -c 'import compose, pathlib; print(pathlib.Path(compose.__file__).parent / "docker-compose")')
 
-.PHONY: install test lint format migrate run
+.PHONY: install run serve migrate test test-sqlite lint format docker-check
 
 install: $(VENV)/.installed
 
@@ -13,8 +15,27 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
+# The embedded default: a SQLite file and an in-process Redis, one process, nothing else to run.
+run: install
+	$(PYTHON) -m task_api serve
+
+# The production server (gunicorn.conf.py) against the local PostgreSQL and Redis.
+serve: install
+	psql -h 127.0.0.1 -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'task_api'" | grep -q 1 \
+		|| createdb -h 127.0.0.1 -U postgres task_api
+	DATABASE_URL=$${DATABASE_URL:-$(LOCAL_DATABASE_URL)} $(PYTHON) -m task_api migrate
+	DATABASE_URL=$${DATABASE_URL:-$(LOCAL_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(LOCAL_REDIS_URL)} \
+		$(VENV)/bin/gunicorn -c gunicorn.conf.py task_api.main:app
+
+migrate: install
+	$(PYTHON) -m task_api migrate
+
 test: install
 	$(PYTHON) -m pytest
+
+# The same suite on a throwaway SQLite file (Redis stays the real one).
+test-sqlite: install
+	TEST_DATABASE_URL=sqlite:// $(PYTHON) -m pytest
 
 lint: install
 	$(PYTHON) -m ruff check .
@@ -24,8 +45,8 @@ format: install
 	$(PYTHON) -m ruff check --fix .
 	$(PYTHON) -m ruff format .
 
-migrate: install
-	$(ALEMBIC) upgrade head
-
-run: migrate
-	$(PYTHON) -m task_api serve
+# What can be checked of the container setup without a Docker engine.
+docker-check: install
+	$(VENV)/bin/hadolint Dockerfile
+	$(COMPOSE) config --quiet
+	$(COMPOSE) --profile test config --quiet

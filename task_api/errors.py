@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException
 
 logger = logging.getLogger(__name__)
 
-RETRY_AFTER_UNAVAILABLE = "5"
+UNAVAILABLE_HEADERS = {"Retry-After": "5"}
 
 
 class ErrorBody(BaseModel):
@@ -57,11 +57,6 @@ class RateLimited(AppError):
     status_code = 429
 
 
-class Unavailable(AppError):
-    status_code = 503
-    headers = {"Retry-After": RETRY_AFTER_UNAVAILABLE}
-
-
 def _json(status_code: int, detail: Any, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=status_code, headers=headers)
 
@@ -90,12 +85,12 @@ def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
 
 def _database_unavailable(_: Request, exc: Exception) -> JSONResponse:
     logger.warning("database unavailable: %s", type(exc).__name__)
-    return _json(503, "Database unavailable", Unavailable.headers)
+    return _json(503, "Database unavailable", UNAVAILABLE_HEADERS)
 
 
 def _redis_unavailable(_: Request, exc: RedisError) -> JSONResponse:
     logger.warning("redis unavailable: %s", type(exc).__name__)
-    return _json(503, "Token and rate-limit store unavailable", Unavailable.headers)
+    return _json(503, "Token and rate-limit store unavailable", UNAVAILABLE_HEADERS)
 
 
 def _unexpected(request: Request, exc: Exception) -> JSONResponse:

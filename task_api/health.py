@@ -9,7 +9,7 @@ from redis.exceptions import RedisError
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from task_api.errors import RETRY_AFTER_UNAVAILABLE, ServerErrorBody
+from task_api.errors import UNAVAILABLE_HEADERS, ServerErrorBody
 from task_api.runtime import get_runtime
 
 router = APIRouter(tags=["operations"])
@@ -63,5 +63,5 @@ def ready(request: Request) -> JSONResponse:
     return JSONResponse(
         body.model_dump(),
         status_code=200 if healthy else 503,
-        headers=None if healthy else {"Retry-After": RETRY_AFTER_UNAVAILABLE},
+        headers=None if healthy else UNAVAILABLE_HEADERS,
     )

@@ -6,7 +6,7 @@ LOCAL_DATABASE_URL ?= postgresql+psycopg2://postgres@127.0.0.1:5432/task_api
 LOCAL_REDIS_URL ?= redis://127.0.0.1:6379/0
 COMPOSE = $(shell $(PYTHON) -c 'import compose, pathlib; print(pathlib.Path(compose.__file__).parent / "docker-compose")')
 
-.PHONY: install run serve migrate test test-sqlite lint format docker-check
+.PHONY: install run serve migrate test test-sqlite lint format docker-check bench
 
 install: $(VENV)/.installed
 
@@ -50,3 +50,8 @@ docker-check: install
 	$(VENV)/bin/hadolint Dockerfile
 	$(COMPOSE) config --quiet
 	$(COMPOSE) --profile test config --quiet
+
+# The load benchmark against the local PostgreSQL and Redis (installs wrk from Debian if missing).
+bench: install
+	command -v wrk >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk)
+	$(PYTHON) -m bench.run

@@ -32,12 +32,15 @@ if settings.redis_url is None and workers > 1:
 worker_class = "uvicorn_worker.UvicornWorker"
 bind = f"{settings.host}:{settings.port}"
 forwarded_allow_ips = settings.forwarded_allow_ips
+# Each worker listens on its own SO_REUSEPORT socket and the kernel spreads connections
+# evenly; on one shared socket the first worker to wake accepts a whole burst of them.
+reuse_port = True
 
 timeout = 30
 graceful_timeout = 30
 keepalive = 5
-max_requests = 10_000  # recycle workers now and then, staggered so they never restart together
-max_requests_jitter = 1_000
+max_requests = settings.max_requests  # recycle workers now and then, staggered so they never restart together
+max_requests_jitter = settings.max_requests // 10
 
 accesslog = None  # the app logs one line per request itself
 errorlog = "-"

@@ -5,7 +5,7 @@ import anyio.to_thread
 from fastapi import Depends, FastAPI
 from fastapi_offline import FastAPIOffline
 
-from task_api.auth.deps import rate_limit
+from task_api.auth.deps import guard
 from task_api.auth.routes import router as auth_router
 from task_api.config import Settings
 from task_api.errors import install_error_handlers
@@ -36,7 +36,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.runtime = runtime
     app.include_router(health_router)
-    limited = [Depends(rate_limit)]
+    limited = [Depends(guard)]
     app.include_router(auth_router, dependencies=limited)
     app.include_router(auth_router, prefix="/auth", dependencies=limited, include_in_schema=False)
     app.include_router(users_router, dependencies=limited)

@@ -44,6 +44,7 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=1, le=65535)
     web_concurrency: int | None = Field(default=None, ge=1)
     forwarded_allow_ips: str = "127.0.0.1"
+    max_requests: int = Field(default=10_000, ge=0)  # recycle a worker after this many requests; 0: never
     log_format: Literal["json", "text"] | None = None  # None: json in production, text elsewhere
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     admin_password: SecretStr | None = None  # read only by `python -m task_api create-admin`

@@ -1,11 +1,15 @@
-from collections.abc import Iterator
+import select
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import Depends, Request
 from sqlalchemy import DateTime, Dialect, Engine, TypeDecorator, create_engine, event
 from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
 
 from task_api.config import Settings
 
@@ -37,23 +41,39 @@ def create_db_engine(settings: Settings) -> Engine:
     if settings.uses_sqlite:
         engine = create_engine(
             settings.database_url,
+            isolation_level="AUTOCOMMIT",
             connect_args={"check_same_thread": False, "timeout": settings.db_pool_timeout},
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(
+    engine = create_engine(
         settings.database_url,
+        isolation_level="AUTOCOMMIT",  # reads need no BEGIN/COMMIT round trips; writes open one
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout,
         pool_recycle=settings.db_pool_recycle,
-        pool_pre_ping=True,
         connect_args={
             "connect_timeout": settings.db_connect_timeout,
             "options": f"-c statement_timeout={settings.db_statement_timeout_ms} -c timezone=UTC",
             "application_name": "task_api",
         },
     )
+    event.listen(engine, "checkout", _discard_if_closed_by_server)
+    return engine
+
+
+def _discard_if_closed_by_server(dbapi_connection: DBAPIConnection, *_: object) -> None:
+    """The pre-ping, without its round trip.
+
+    An idle connection the server has ended (a restart, pg_terminate_backend, a crash) has its
+    goodbye or EOF waiting on the socket, so a zero-timeout select finds it; the pool then
+    replaces the connection before the request uses it. A silent network loss is left to the
+    connect and statement timeouts, as a ping would wait on it too.
+    """
+    readable, _, _ = select.select([dbapi_connection.fileno()], [], [], 0)
+    if readable:
+        raise DisconnectionError("the server closed this connection while it was idle")
 
 
 def _sqlite_pragmas(connection: DBAPIConnection, _: object) -> None:
@@ -68,12 +88,39 @@ def create_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
 
-def get_session(request: Request) -> Iterator[Session]:
-    with request.app.state.runtime.session_factory() as session:
+async def get_session(request: Request) -> AsyncIterator[Session]:
+    """One Session per request. Opening one does no I/O (it connects on first use), so this runs
+    on the event loop; closing one that still holds a transaction (a failed write) takes a thread."""
+    session = request.app.state.runtime.session_factory()
+    try:
         yield session
+    finally:
+        if session.in_transaction():
+            await run_in_threadpool(session.close)
+        else:
+            session.close()
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
+
+
+WRITE_ISOLATION = {"postgresql": "READ COMMITTED", "sqlite": "SERIALIZABLE"}
+
+
+@contextmanager
+def writing(session: Session) -> Iterator[None]:
+    """One write transaction: every write goes through here, and commits once at the end.
+
+    Connections run in autocommit, so a read costs only its own round trip; a write needs
+    its statements to stand or fall together, so it gets a real transaction.
+    """
+    session.connection(execution_options={"isolation_level": WRITE_ISOLATION[session.get_bind().dialect.name]})
+    try:
+        yield
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
 
 
 def end_read(session: Session) -> None:
@@ -83,7 +130,7 @@ def end_read(session: Session) -> None:
     separate threadpool steps; a connection kept across them would wait for a thread while
     holding a connection, and a burst could leave every thread waiting for a connection
     that only a waiting request can free. Ending each transaction inside its step keeps
-    the arithmetic in gunicorn.conf.py true. The COMMIT replaces the ROLLBACK the pool
-    would send on return, so it costs no extra round trip; loaded objects stay usable.
+    the arithmetic in gunicorn.conf.py true. Reads run in autocommit, so this sends nothing
+    to the database; loaded objects stay usable.
     """
     session.commit()

@@ -36,7 +36,7 @@ class Runtime:
             redis_pool=redis_pool,
             redis=redis,
             tokens=Tokens(settings, redis),
-            limiter=RateLimiter(settings, redis_pool),
+            limiter=RateLimiter(settings, redis),
         )
 
     def close(self) -> None:

@@ -945,3 +945,43 @@ def test_every_tasks_route_needs_a_bearer_token(client, db, method, path, auth):
     assert response.headers["WWW-Authenticate"] == "Bearer"
     assert snapshot(db, task.id) == before
     assert task_count(db) == 1
+
+
+def test_totals_follow_every_write(client, db, auth_headers):
+    user = UserFactory()
+    headers = auth_headers(user)
+
+    def totals():
+        queries = ("", "status=new", "status=completed", "priority=high", "status=new&priority=high")
+        return [client.get(f"/tasks?{query}", headers=headers).json()["total"] for query in queries]
+
+    created = [client.post("/tasks", json={"title": f"t{n}"}, headers=headers).json() for n in range(3)]
+    TaskFactory.create_batch(2, owner=user, status=TaskStatus.completed, priority=TaskPriority.high)
+    assert totals() == {
+        "": 5,
+        "status=new": 3,
+        "status=completed": 2,
+        "priority=high": 2,
+        "status=new&priority=high": 0,
+    }
+
+    client.patch(f"/tasks/{created[0]['id']}", json={"priority": "high"}, headers=headers)
+    client.put(f"/tasks/{created[1]['id']}", json={"title": "done", "status": "completed"}, headers=headers)
+    client.delete(f"/tasks/{created[2]['id']}", headers=headers)
+
+    assert totals() == {
+        "": 4,
+        "status=new": 1,
+        "status=completed": 3,
+        "priority=high": 3,
+        "status=new&priority=high": 1,
+    }
+
+
+def test_a_page_past_the_end_still_counts_the_matches(client, owner, headers):
+    TaskFactory.create_batch(3, owner=owner)
+
+    body = client.get("/tasks?offset=10&status=new", headers=headers).json()
+
+    assert body["items"] == []
+    assert body["total"] == 3

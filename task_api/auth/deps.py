@@ -1,4 +1,10 @@
-from dataclasses import dataclass
+"""Who is calling, in as few threadpool steps and round trips as possible.
+
+`guard` runs first on every limited route, as one sync step: it spends the caller's rate
+limit and checks that the token's login is alive in one Redis round trip, with no database
+work. Routes that need the user's row ask for `CurrentUser`, which loads it.
+"""
+
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -15,56 +21,49 @@ bearer_token = OAuth2PasswordBearer(tokenUrl="/login", auto_error=False)
 BearerToken = Annotated[str | None, Depends(bearer_token)]
 
 
-async def access_claims(request: Request, token: BearerToken) -> Claims | None:
-    """The access token's claims when it is well signed and unexpired (no I/O: not yet checked for
-    revocation)."""
-    if token is None:
-        return None
-    return get_runtime(request).tokens.decode(token, TokenType.access)
-
-
-AccessClaims = Annotated[Claims | None, Depends(access_claims)]
-
-
-def rate_limit(request: Request, claims: AccessClaims) -> None:
-    """The budget every limited route shares: the user's with a valid token, the address's without."""
-    limiter = get_runtime(request).limiter
+def guard(request: Request, token: BearerToken) -> None:
+    """Spend the budget every limited route shares (the user's with a valid token, the address's
+    without) and learn whether the token's login is alive."""
+    runtime = get_runtime(request)
+    claims = runtime.tokens.decode(token, TokenType.access) if token else None
     client = f"user:{claims.sub}" if claims else f"addr:{client_address(request)}"
-    limiter.spend(request, limiter.default, "all", client)
+    family = runtime.tokens.family_key(claims) if claims else None
+    live = runtime.limiter.spend(request, [(runtime.limiter.default, f"all:{client}")], exists=family)
+    if token is None:
+        request.state.auth_error = "Not authenticated"
+    elif claims is None:
+        request.state.auth_error = "Invalid or expired token"
+    elif not live:
+        request.state.auth_error = "Token has been revoked"
+    else:
+        request.state.user_id = claims.user_id
+        request.state.caller = claims
 
 
 def auth_rate_limit(request: Request) -> None:
     """The stricter per-address budget of /login and /register."""
     limiter = get_runtime(request).limiter
-    limiter.spend(request, limiter.auth, "auth", f"addr:{client_address(request)}")
+    limiter.spend(request, [(limiter.auth, f"auth:addr:{client_address(request)}")])
 
 
-@dataclass(frozen=True)
-class Authenticated:
-    user: User
-    claims: Claims
+async def authenticate(request: Request, _: Annotated[None, Depends(guard)]) -> Claims:
+    """The claims of the caller's live token, as `guard` found them (FastAPI runs `guard` once per
+    request, however often it is named)."""
+    caller: Claims | None = getattr(request.state, "caller", None)
+    if caller is None:
+        raise Unauthorized(request.state.auth_error)
+    return caller
 
 
-def authenticate(request: Request, session: SessionDep, token: BearerToken, claims: AccessClaims) -> Authenticated:
-    if token is None:
-        raise Unauthorized("Not authenticated")
-    if claims is None:
-        raise Unauthorized("Invalid or expired token")
-    if not get_runtime(request).tokens.is_live(claims):
-        raise Unauthorized("Token has been revoked")
-    user = session.get(User, claims.user_id)
+Caller = Annotated[Claims, Depends(authenticate)]
+
+
+def current_user(caller: Caller, session: SessionDep) -> User:
+    user = session.get(User, caller.user_id)
     end_read(session)
-    if user is None or user.token_version != claims.ver:
+    if user is None or user.token_version != caller.ver:
         raise Unauthorized("Token has been revoked")
-    request.state.user_id = user.id
-    return Authenticated(user, claims)
-
-
-Caller = Annotated[Authenticated, Depends(authenticate)]
-
-
-async def current_user(caller: Caller) -> User:
-    return caller.user
+    return user
 
 
 CurrentUser = Annotated[User, Depends(current_user)]

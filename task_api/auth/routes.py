@@ -11,6 +11,7 @@ from task_api.auth.schemas import LoginRequest, RefreshRequest
 from task_api.auth.tokens import TokenPair
 from task_api.db import SessionDep
 from task_api.errors import error_responses
+from task_api.responses import ModelResponse
 from task_api.runtime import get_runtime
 from task_api.users import service as users_service
 from task_api.users.schemas import UserCreate, UserOut
@@ -59,17 +60,18 @@ async def login_credentials(request: Request) -> LoginRequest:
 @router.post(
     "/register",
     status_code=201,
+    response_model=UserOut,
     dependencies=[Depends(auth_rate_limit)],
     responses=error_responses(409, 413),
 )
-def register(data: UserCreate, request: Request, response: Response, session: SessionDep) -> UserOut:
+def register(data: UserCreate, request: Request, session: SessionDep) -> ModelResponse:
     user = users_service.create_user(session, data, get_runtime(request).settings.bcrypt_rounds)
-    response.headers["Location"] = f"/users/{user.id}"
-    return UserOut.model_validate(user)
+    return ModelResponse(UserOut.model_validate(user), 201, {"Location": f"/users/{user.id}"})
 
 
 @router.post(
     "/login",
+    response_model=TokenPair,
     dependencies=[Depends(auth_rate_limit)],
     responses={
         422: {
@@ -91,28 +93,24 @@ def register(data: UserCreate, request: Request, response: Response, session: Se
 def login(
     credentials: Annotated[LoginRequest, Depends(login_credentials)],
     request: Request,
-    response: Response,
     session: SessionDep,
-) -> TokenPair:
+) -> ModelResponse:
     runtime = get_runtime(request)
     pair = service.login(
         session, runtime.tokens, credentials.email, credentials.password, runtime.settings.bcrypt_rounds
     )
-    _set_refresh_cookie(request, response, pair)
-    return pair
+    return _pair_response(request, pair)
 
 
-@router.post("/refresh", responses=error_responses(401, 413))
+@router.post("/refresh", response_model=TokenPair, responses=error_responses(401, 413))
 def refresh(
     request: Request,
-    response: Response,
     session: SessionDep,
     cookie: RefreshCookie = None,
     body: Annotated[RefreshRequest | None, Body()] = None,
-) -> TokenPair:
+) -> ModelResponse:
     pair = service.refresh(session, get_runtime(request).tokens, body.refresh_token if body else cookie)
-    _set_refresh_cookie(request, response, pair)
-    return pair
+    return _pair_response(request, pair)
 
 
 @router.post("/logout", status_code=204, responses=error_responses(401, 413))
@@ -122,20 +120,22 @@ def logout(
     cookie: RefreshCookie = None,
     body: Annotated[RefreshRequest | None, Body()] = None,
 ) -> Response:
-    service.logout(get_runtime(request).tokens, caller.claims, body.refresh_token if body else cookie)
+    service.logout(get_runtime(request).tokens, caller, body.refresh_token if body else cookie)
     response = Response(status_code=204)
     response.delete_cookie(REFRESH_COOKIE, path=_refresh_cookie_path(request), httponly=True, samesite="strict")
     return response
 
 
 @router.post("/logout/all", status_code=204, responses=error_responses(401))
-def logout_all(user: CurrentUser, session: SessionDep) -> Response:
-    service.logout_everywhere(session, user)
+def logout_all(request: Request, user: CurrentUser, session: SessionDep) -> Response:
+    service.logout_everywhere(session, get_runtime(request).tokens, user)
     return Response(status_code=204)
 
 
-def _set_refresh_cookie(request: Request, response: Response, pair: TokenPair) -> None:
+def _pair_response(request: Request, pair: TokenPair) -> ModelResponse:
+    """The pair as JSON, and the refresh token again as a cookie only /refresh receives."""
     runtime = get_runtime(request)
+    response = ModelResponse(pair)
     response.set_cookie(
         REFRESH_COOKIE,
         pair.refresh_token,
@@ -145,6 +145,7 @@ def _set_refresh_cookie(request: Request, response: Response, pair: TokenPair) -
         httponly=True,
         samesite="strict",
     )
+    return response
 
 
 def _refresh_cookie_path(request: Request) -> str:

@@ -1,7 +1,7 @@
 from sqlalchemy.orm import Session
 
 from task_api.auth.tokens import Claims, RotationResult, TokenPair, Tokens, TokenType
-from task_api.db import end_read
+from task_api.db import end_read, writing
 from task_api.errors import Unauthorized
 from task_api.users.models import User
 from task_api.users.service import authenticate
@@ -42,6 +42,7 @@ def logout(tokens: Tokens, access: Claims, refresh_token: str | None) -> None:
     tokens.revoke_family(*families)
 
 
-def logout_everywhere(session: Session, user: User) -> None:
-    user.token_version += 1
-    session.commit()
+def logout_everywhere(session: Session, tokens: Tokens, user: User) -> None:
+    tokens.revoke_user(user.id)
+    with writing(session):
+        user.token_version += 1

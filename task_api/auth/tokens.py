@@ -4,9 +4,11 @@ Every login starts a token family. Redis holds `auth:family:<fam>` = the jti of
 the one refresh token of that family that may still be used, with the refresh
 token's lifetime as TTL. Access tokens carry their family id, so deleting the
 key (logout, or a refresh token presented twice) kills the refresh token and
-every access token of that login at once. Revoking everything a user holds
-(`/logout/all`, password change) bumps `users.token_version`, which every
-token carries as `ver`.
+every access token of that login at once. `auth:user-families:<user id>` lists
+a user's families, so revoking everything a user holds (`/logout/all`, a
+password change, deleting the account) deletes them all; checking a token
+never needs the database. `users.token_version`, which every token carries as
+`ver`, is bumped too and checked again whenever a refresh token is used.
 """
 
 import uuid
@@ -17,10 +19,22 @@ from typing import Literal
 import jwt
 from pydantic import BaseModel, ValidationError
 from redis import Redis
+from redis.client import Pipeline
 
 from task_api.config import Settings
 
 FAMILY_PREFIX = "auth:family:"
+USER_FAMILIES_PREFIX = "auth:user-families:"
+
+# KEYS[1]: a user's set of families; ARGV[1]: the family key prefix. Deletes each family and the set.
+REVOKE_USER_SCRIPT = """
+local families = redis.call('SMEMBERS', KEYS[1])
+for _, family in ipairs(families) do
+  redis.call('DEL', ARGV[1] .. family)
+end
+redis.call('DEL', KEYS[1])
+return #families
+"""
 
 
 class TokenType(StrEnum):
@@ -63,6 +77,7 @@ class Tokens:
         self._redis = redis
         self.access_ttl = timedelta(minutes=settings.access_token_expire_minutes)
         self.refresh_ttl = timedelta(days=settings.refresh_token_expire_days)
+        self._revoke_user = redis.register_script(REVOKE_USER_SCRIPT)
 
     def decode(self, token: str, expected: TokenType) -> Claims | None:
         """The token's claims if it is a well-signed, unexpired token of the expected type."""
@@ -85,14 +100,21 @@ class Tokens:
         return claims
 
     def start_family(self, user_id: int, token_version: int) -> TokenPair:
-        family = uuid.uuid4().hex
-        return self._issue_pair(user_id, token_version, family, self._claim_family(family))
+        family, jti = uuid.uuid4().hex, uuid.uuid4().hex
+        pipeline = self._redis.pipeline(transaction=True)
+        pipeline.set(FAMILY_PREFIX + family, jti, ex=self.refresh_ttl)
+        self._list_family(pipeline, user_id, family)
+        pipeline.execute()
+        return self._issue_pair(user_id, token_version, family, jti)
 
     def rotate(self, claims: Claims, token_version: int) -> tuple[RotationResult, TokenPair | None]:
         """Swap a refresh token for a new pair; a refresh token seen twice kills its family."""
         jti = uuid.uuid4().hex
         key = FAMILY_PREFIX + claims.fam
-        previous = self._redis.set(key, jti, xx=True, get=True, ex=self.refresh_ttl)
+        pipeline = self._redis.pipeline(transaction=True)
+        pipeline.set(key, jti, xx=True, get=True, ex=self.refresh_ttl)
+        self._list_family(pipeline, claims.user_id, claims.fam)
+        previous = pipeline.execute()[0]
         if previous == claims.jti:
             return RotationResult.rotated, self._issue_pair(claims.user_id, token_version, claims.fam, jti)
         if previous is None:
@@ -100,16 +122,23 @@ class Tokens:
         self._redis.delete(key)
         return RotationResult.reused, None
 
-    def is_live(self, claims: Claims) -> bool:
-        return bool(self._redis.exists(FAMILY_PREFIX + claims.fam))
+    @staticmethod
+    def family_key(claims: Claims) -> str:
+        """The Redis key that exists while the login behind these claims is alive."""
+        return FAMILY_PREFIX + claims.fam
 
     def revoke_family(self, *families: str) -> None:
         self._redis.delete(*(FAMILY_PREFIX + family for family in families))
 
-    def _claim_family(self, family: str) -> str:
-        jti = uuid.uuid4().hex
-        self._redis.set(FAMILY_PREFIX + family, jti, ex=self.refresh_ttl)
-        return jti
+    def revoke_user(self, user_id: int) -> None:
+        """Every token the user holds stops working."""
+        self._revoke_user(keys=[USER_FAMILIES_PREFIX + str(user_id)], args=[FAMILY_PREFIX])
+
+    def _list_family(self, pipeline: Pipeline, user_id: int, family: str) -> None:
+        """Remember the family among the user's; the list lives as long as its newest family."""
+        key = USER_FAMILIES_PREFIX + str(user_id)
+        pipeline.sadd(key, family)
+        pipeline.expire(key, self.refresh_ttl)
 
     def _issue_pair(self, user_id: int, token_version: int, family: str, refresh_jti: str) -> TokenPair:
         common = {"sub": str(user_id), "fam": family, "ver": token_version}

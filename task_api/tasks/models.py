@@ -31,6 +31,17 @@ class Task(Base):
     __table_args__ = (
         # serves "this owner's tasks, newest first" by a backward scan, with no sort step
         Index("ix_tasks_owner_created", "owner_id", "created_at", "id"),
+        # serve `q` (ILIKE '%...%') within one owner's tasks; PostgreSQL only (pg_trgm, btree_gin)
+        *(
+            Index(
+                f"ix_tasks_owner_{column}_trgm",
+                "owner_id",
+                column,
+                postgresql_using="gin",
+                postgresql_ops={column: "gin_trgm_ops"},
+            )
+            for column in ("title", "description")
+        ),
         {"sqlite_autoincrement": True},
     )
 
@@ -53,3 +64,15 @@ class Task(Base):
     )
 
     owner: Mapped["User"] = relationship(back_populates="tasks")
+
+
+class TaskCount(Base):
+    """How many tasks an owner has per status and priority: kept by database triggers (migration
+    0002) in the same transaction as every write to `tasks`; the app only reads it."""
+
+    __tablename__ = "task_counts"
+
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    status: Mapped[TaskStatus] = mapped_column(Enum(TaskStatus, name="task_status"), primary_key=True)
+    priority: Mapped[TaskPriority] = mapped_column(Enum(TaskPriority, name="task_priority"), primary_key=True)
+    n: Mapped[int]

@@ -65,6 +65,9 @@ class TaskOut(BaseModel):
 
     @property
     def etag(self) -> str:
-        """A strong validator: it changes whenever any field of the representation does."""
-        digest = hashlib.sha256(self.model_dump_json().encode()).hexdigest()
-        return f'"{digest[:32]}"'
+        return etag_of(self.model_dump_json().encode())
+
+
+def etag_of(body: bytes) -> str:
+    """A strong validator for a representation: it changes whenever any byte of it does."""
+    return f'"{hashlib.sha256(body).hexdigest()[:32]}"'

@@ -1,11 +1,12 @@
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, case, delete, func, or_, select
+from sqlalchemy import ColumnElement, ScalarSelect, Select, case, delete, func, or_, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from task_api.db import end_read
-from task_api.errors import NotFound, PreconditionFailed
-from task_api.tasks.models import Task, TaskPriority
+from task_api.db import end_read, writing
+from task_api.errors import NotFound, PreconditionFailed, Unauthorized
+from task_api.tasks.models import Task, TaskCount, TaskPriority
 from task_api.tasks.schemas import TaskCreate, TaskOut, TaskQuery
 
 TASK_NOT_FOUND = "Task not found"
@@ -21,8 +22,12 @@ SORT_KEYS: dict[str, ColumnElement[Any]] = {
 
 def create_task(session: Session, owner_id: int, data: TaskCreate) -> Task:
     task = Task(owner_id=owner_id, **data.model_dump())
-    session.add(task)
-    session.commit()
+    try:
+        with writing(session):
+            session.add(task)
+    except IntegrityError:
+        # the owner was deleted after their token was checked: the token is dead now
+        raise Unauthorized("Token has been revoked") from None
     return task
 
 
@@ -34,44 +39,61 @@ def get_task(session: Session, owner_id: int, task_id: int) -> Task:
 
 def list_tasks(session: Session, owner_id: int, filters: TaskQuery) -> tuple[list[Task], int]:
     """One page of the owner's tasks and the count of all that match, in one query where it can."""
-    matching = _filtered(select(Task), owner_id, filters)
+    rows = session.execute(page_statement(owner_id, filters)).all()
+    total = rows[0].total if rows else session.scalar(select(_total(owner_id, filters))) or 0
+    end_read(session)
+    return [row.Task for row in rows], total
+
+
+def page_statement(owner_id: int, filters: TaskQuery) -> Select[Any]:
+    """The page of tasks, each row carrying the count of all matches (`total`)."""
     descending = filters.sort.startswith("-")
     key = SORT_KEYS[filters.sort.removeprefix("-")]
     order = (key.desc(), Task.id.desc()) if descending else (key.asc(), Task.id.asc())
     if filters.sort.endswith("due_date"):
         order = (order[0].nulls_last(), order[1])
-    rows = session.execute(
-        matching.add_columns(func.count().over().label("total"))
+    return (
+        _filtered(select(Task), owner_id, filters)
+        .add_columns(_total(owner_id, filters).label("total"))
         .order_by(*order)
         .limit(filters.limit)
         .offset(filters.offset)
-    ).all()
-    if rows:
-        total = rows[0].total
-    elif filters.offset == 0:
-        total = 0
-    else:
-        total = session.scalar(_filtered(select(func.count()).select_from(Task), owner_id, filters)) or 0
-    end_read(session)
-    return [row.Task for row in rows], total
+    )
+
+
+def _total(owner_id: int, filters: TaskQuery) -> ScalarSelect[int]:
+    """How many tasks match: read from `task_counts` when at most status and priority filter (a
+    few rows, however many tasks the owner has), counted over the matching rows otherwise."""
+    if filters.q is not None or filters.due_before is not None or filters.due_after is not None:
+        return _filtered(select(func.count()).select_from(Task), owner_id, filters).scalar_subquery()
+    counted = select(func.coalesce(func.sum(TaskCount.n), 0)).where(TaskCount.owner_id == owner_id)
+    if filters.status:
+        counted = counted.where(TaskCount.status.in_(filters.status))
+    if filters.priority:
+        counted = counted.where(TaskCount.priority.in_(filters.priority))
+    return counted.scalar_subquery()
 
 
 def update_task(session: Session, owner_id: int, task_id: int, changes: dict[str, Any], if_match: str | None) -> Task:
-    """Apply `changes`; with `If-Match`, only to the version the client last saw."""
-    task = _owned_task(session, owner_id, task_id, for_update=if_match is not None)
-    if if_match is not None and not etag_matches(if_match, TaskOut.model_validate(task).etag):
-        raise PreconditionFailed("The task has changed since the given ETag")
-    for field, value in changes.items():
-        setattr(task, field, value)
-    session.commit()
+    """Apply `changes`; with `If-Match`, only to the version the client last saw.
+
+    The row is locked while it is compared and written, so neither a concurrent write nor a
+    delete can slip in between.
+    """
+    with writing(session):
+        task = _owned_task(session, owner_id, task_id, for_update=True)
+        if if_match is not None and not etag_matches(if_match, TaskOut.model_validate(task).etag):
+            raise PreconditionFailed("The task has changed since the given ETag")
+        for field, value in changes.items():
+            setattr(task, field, value)
     return task
 
 
 def delete_task(session: Session, owner_id: int, task_id: int) -> None:
-    deleted = session.scalar(delete(Task).where(Task.id == task_id, Task.owner_id == owner_id).returning(Task.id))
+    with writing(session):
+        deleted = session.scalar(delete(Task).where(Task.id == task_id, Task.owner_id == owner_id).returning(Task.id))
     if deleted is None:
         raise NotFound(TASK_NOT_FOUND)
-    session.commit()
 
 
 def etag_matches(if_match: str, etag: str) -> bool:

@@ -1,3 +1,5 @@
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import func, select
@@ -5,7 +7,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from task_api.auth.passwords import hash_password, verify_password
-from task_api.db import end_read
+from task_api.auth.tokens import Tokens
+from task_api.db import end_read, writing
 from task_api.errors import Conflict, Forbidden, InvalidField, NotFound
 from task_api.users.models import User
 from task_api.users.schemas import AdminUserCreate, UserCreate
@@ -20,8 +23,8 @@ def create_user(session: Session, data: UserCreate | AdminUserCreate, bcrypt_rou
         password_hash=hash_password(data.password, bcrypt_rounds),
         is_admin=getattr(data, "is_admin", False),
     )
-    session.add(user)
-    _commit(session)
+    with _unique_email(), writing(session):
+        session.add(user)
     return user
 
 
@@ -52,17 +55,16 @@ def list_users(session: Session, limit: int, offset: int) -> tuple[list[User], i
     return users, total
 
 
-def update_user(session: Session, user: User, changes: dict[str, Any], actor: User, bcrypt_rounds: int) -> User:
+def update_user(
+    session: Session, tokens: Tokens, user: User, changes: dict[str, Any], actor: User, bcrypt_rounds: int
+) -> User:
     """Apply `changes` (already validated) to `user` as `actor`.
 
     A new password needs the current one when users change their own, and revokes every
     token the user holds.
     """
-    is_admin = changes.pop("is_admin", None)
-    if is_admin is not None and is_admin != user.is_admin:
-        if not actor.is_admin:
-            raise Forbidden("Only an admin may change is_admin")
-        user.is_admin = is_admin
+    if changes.get("is_admin", user.is_admin) != user.is_admin and not actor.is_admin:
+        raise Forbidden("Only an admin may change is_admin")
     password = changes.pop("password", None)
     current_password = changes.pop("current_password", None)
     if password is not None:
@@ -71,31 +73,33 @@ def update_user(session: Session, user: User, changes: dict[str, Any], actor: Us
                 raise InvalidField("current_password", "current_password is required to change the password")
             if not verify_password(current_password, user.password_hash, bcrypt_rounds):
                 raise InvalidField("current_password", "current_password is incorrect")
-        user.password_hash = hash_password(password, bcrypt_rounds)
-        user.token_version += 1
-    for field, value in changes.items():
-        setattr(user, field, value)
-    _commit(session)
+        changes["password_hash"] = hash_password(password, bcrypt_rounds)
+        changes["token_version"] = user.token_version + 1
+        tokens.revoke_user(user.id)
+    with _unique_email(), writing(session):
+        for field, value in changes.items():
+            setattr(user, field, value)
     return user
 
 
-def delete_user(session: Session, user: User) -> None:
-    session.delete(user)
-    session.commit()
+def delete_user(session: Session, tokens: Tokens, user: User) -> None:
+    tokens.revoke_user(user.id)
+    with writing(session):
+        session.delete(user)
 
 
 def promote_to_admin(session: Session, email: str) -> User | None:
     """For the command line: make an existing account an admin; None when there is none."""
-    user = session.scalar(select(User).where(User.email == email))
-    if user is not None:
-        user.is_admin = True
-        session.commit()
+    with writing(session):
+        user = session.scalar(select(User).where(User.email == email))
+        if user is not None:
+            user.is_admin = True
     return user
 
 
-def _commit(session: Session) -> None:
+@contextmanager
+def _unique_email() -> Iterator[None]:
     try:
-        session.commit()
+        yield
     except IntegrityError:
-        session.rollback()
         raise Conflict(EMAIL_TAKEN) from None

@@ -1,0 +1,3 @@
+dofile(os.getenv("BENCH_LUA") .. "/common.lua")
+wrk.method = "GET"
+wrk.path = "/health"

@@ -1,0 +1,278 @@
+"""The load benchmark: `make bench` (python -m bench.run).
+
+Migrates a fresh database, seeds it, starts the production server (gunicorn.conf.py),
+drives it with wrk, stops what it started, prints one table and writes
+bench/results/latest.json.
+"""
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import httpx2
+from redis import Redis
+from sqlalchemy import create_engine, text
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import make_url
+
+from bench import seed
+from task_api.auth.tokens import Tokens
+from task_api.config import Settings
+from task_api.migrate import migrate
+from task_api.tasks.schemas import TaskQuery
+from task_api.tasks.service import page_statement
+
+ROOT = Path(__file__).resolve().parent.parent
+LUA = ROOT / "bench" / "lua"
+RESULTS = ROOT / "bench" / "results"
+SECRET_KEY = "benchmark-secret-key-long-enough-for-hs256-signing"
+TOKEN_MINUTES = 120  # the tokens minted before the run must outlive it
+SCENARIOS = ("health", "read", "list", "write", "login")
+SCALE_SHAPES = {
+    "newest": "limit=20&sort=-created_at",
+    "filtered": f"status=new&priority=high&q={seed.RARE_WORD}&sort=-created_at&limit=20",
+}
+
+
+@dataclass
+class Result:
+    scenario: str
+    requests_per_s: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    errors: int
+    ratio_to_health: float = 0.0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="make bench")
+    parser.add_argument("--duration", type=int, default=int(os.environ.get("BENCH_DURATION", "15")))
+    parser.add_argument("--connections", type=int, default=int(os.environ.get("BENCH_CONNECTIONS", "64")))
+    parser.add_argument("--workers", type=int, default=int(os.environ.get("BENCH_WORKERS", "2")))
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("BENCH_DATABASE_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/task_api_bench"),
+    )
+    parser.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("BENCH_PORT", "8089")))
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed: apt-get install wrk")
+
+    settings = Settings(
+        _env_file=None,
+        app_env="production",
+        secret_key=SECRET_KEY,
+        database_url=args.database_url,
+        redis_url=args.redis_url,
+        access_token_expire_minutes=TOKEN_MINUTES,
+    )
+    print(f"migrating and seeding {make_url(args.database_url).database} ...", flush=True)
+    recreate_database(args.database_url)
+    migrate(settings)
+    data_dir = RESULTS / "data"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(args.database_url)
+    redis = Redis.from_url(args.redis_url, decode_responses=True)
+    redis.flushdb()
+    started = time.monotonic()
+    population = seed.seed(engine)
+    print(f"seeded {population.total_tasks:,} tasks in {time.monotonic() - started:.0f}s", flush=True)
+    tokens = Tokens(settings, redis)
+    seed.write_data_files(population, tokens, data_dir, engine)
+
+    server = start_server(args, data_dir)
+    try:
+        url = f"http://127.0.0.1:{args.port}"
+        run_wrk("health", url, args, data_dir, duration=3)  # warm-up, not reported
+        results = [run_wrk(scenario, url, args, data_dir) for scenario in SCENARIOS]
+        health = results[0].requests_per_s
+        for result in results:
+            result.ratio_to_health = round(result.requests_per_s / health, 4)
+        scale = run_scale(url, args, data_dir, population, engine)
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+        engine.dispose()
+        redis.close()
+
+    report = {
+        "duration_s": args.duration,
+        "connections": args.connections,
+        "workers": args.workers,
+        "load_generator": "wrk -t1 (one thread leaves the most CPU to the server)",
+        "cpus": os.cpu_count(),
+        "scenarios": [asdict(result) for result in results],
+        "scale": scale,
+    }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "latest.json").write_text(json.dumps(report, indent=2) + "\n")
+    print_report(report)
+    failed = any(result.errors for result in results)
+    return 1 if failed else 0
+
+
+def recreate_database(database_url: str) -> None:
+    url = make_url(database_url)
+    admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)'))
+        connection.execute(text(f'CREATE DATABASE "{url.database}"'))
+    admin.dispose()
+
+
+def start_server(args: argparse.Namespace, data_dir: Path) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "APP_ENV": "production",
+        "SECRET_KEY": SECRET_KEY,
+        "DATABASE_URL": args.database_url,
+        "REDIS_URL": args.redis_url,
+        "WEB_CONCURRENCY": str(args.workers),
+        "HOST": "127.0.0.1",
+        "PORT": str(args.port),
+        "ACCESS_TOKEN_EXPIRE_MINUTES": str(TOKEN_MINUTES),
+        "RATE_LIMIT": "1000000000/minute",
+        "AUTH_RATE_LIMIT": "1000000000/minute",
+        "MAX_REQUESTS": "0",  # a recycled worker drops its keep-alive connections mid-run
+    }
+    log = (data_dir / "server.log").open("wb")
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "gunicorn"), "-c", "gunicorn.conf.py", "task_api.main:app"],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx2.get(f"http://127.0.0.1:{args.port}/ready", timeout=1).status_code == 200:
+                return server
+        except httpx2.TransportError:
+            time.sleep(0.2)
+    server.terminate()
+    sys.exit(f"the server did not become ready; see {data_dir / 'server.log'}")
+
+
+def run_wrk(
+    scenario: str,
+    url: str,
+    args: argparse.Namespace,
+    data_dir: Path,
+    connections: int | None = None,
+    duration: int | None = None,
+    **env: str,
+) -> Result:
+    command = [
+        "wrk",
+        "-t1",
+        f"-c{connections or args.connections}",
+        f"-d{duration or args.duration}s",
+        "--timeout",
+        "30s",
+        "-s",
+        str(LUA / f"{'list' if scenario.startswith('scale') else scenario}.lua"),
+        url,
+    ]
+    print(f"running {scenario} ...", flush=True)
+    output = subprocess.run(
+        command,
+        env={**os.environ, "BENCH_LUA": str(LUA), "BENCH_DATA": str(data_dir), **env},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    match = re.search(r"^RESULT (.*)$", output, re.MULTILINE)
+    if match is None:
+        sys.exit(f"wrk printed no result for {scenario}:\n{output}")
+    raw = json.loads(match.group(1))
+    return Result(
+        scenario=scenario,
+        requests_per_s=round(raw["requests"] / raw["seconds"], 1),
+        p50_ms=round(raw["p50_ms"], 2),
+        p95_ms=round(raw["p95_ms"], 2),
+        p99_ms=round(raw["p99_ms"], 2),
+        errors=raw["errors"],
+    )
+
+
+def run_scale(
+    url: str, args: argparse.Namespace, data_dir: Path, population: seed.Population, engine: object
+) -> list[dict[str, object]]:
+    """p50 per owner size for each query shape, at low concurrency, with the plan PostgreSQL chose."""
+    rows = []
+    for size, owner_id in population.scale_owners.items():
+        for shape, query in SCALE_SHAPES.items():
+            result = run_wrk(
+                f"scale {shape} {size:,}",
+                url,
+                args,
+                data_dir,
+                connections=4,
+                duration=max(args.duration // 2, 5),
+                BENCH_TOKENS=f"scale-{size}.txt",
+                BENCH_QUERY=query,
+            )
+            rows.append(
+                {
+                    "shape": shape,
+                    "tasks_owned": size,
+                    "p50_ms": result.p50_ms,
+                    "p99_ms": result.p99_ms,
+                    "requests_per_s": result.requests_per_s,
+                    "errors": result.errors,
+                    "plan": explain(engine, owner_id, query),
+                }
+            )
+    return rows
+
+
+def explain(engine: object, owner_id: int, query: str) -> list[str]:
+    params: dict[str, object] = {}
+    for pair in query.split("&"):
+        name, value = pair.split("=")
+        params.setdefault(name, [] if name in {"status", "priority"} else value)
+        if name in {"status", "priority"}:
+            params[name].append(value)  # type: ignore[union-attr]
+    statement = page_statement(owner_id, TaskQuery.model_validate(params))
+    sql = str(statement.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}))
+    with engine.connect() as connection:  # type: ignore[attr-defined]
+        return list(connection.execute(text("EXPLAIN " + sql)).scalars())
+
+
+def print_report(report: dict[str, object]) -> None:
+    print()
+    print(
+        f"{report['duration_s']}s per scenario, {report['connections']} connections, "
+        f"{report['workers']} workers, {report['cpus']} CPUs, {report['load_generator']}"
+    )
+    header = f"{'scenario':<10}{'req/s':>10}{'x health':>10}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}{'p99/p50':>9}{'errors':>8}"
+    print(header)
+    print("-" * len(header))
+    for row in report["scenarios"]:  # type: ignore[attr-defined]
+        tail = row["p99_ms"] / row["p50_ms"] if row["p50_ms"] else 0
+        print(
+            f"{row['scenario']:<10}{row['requests_per_s']:>10.0f}{row['ratio_to_health']:>10.3f}"
+            f"{row['p50_ms']:>10.2f}{row['p95_ms']:>10.2f}{row['p99_ms']:>10.2f}{tail:>9.2f}{row['errors']:>8}"
+        )
+    print()
+    print(f"{'scale shape':<12}{'tasks':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}  plan")
+    for row in report["scale"]:  # type: ignore[attr-defined]
+        plan = " / ".join(line.strip() for line in row["plan"] if "->" in line or line is row["plan"][0])
+        print(
+            f"{row['shape']:<12}{row['tasks_owned']:>10,}{row['p50_ms']:>10.2f}{row['p99_ms']:>10.2f}"
+            f"{row['errors']:>8}  {plan[:160]}"
+        )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -41,9 +41,9 @@ def seed(engine: Engine) -> Population:
             )
         owners = dict(connection.execute(text("SELECT email, id FROM users")).tuples().all())
         spread = [owners[f"user{n}@bench.example"] for n in range(1, SPREAD_USERS + 1)]
-        _insert_tasks(connection, "u.email LIKE 'user%'", TASKS_PER_SPREAD_USER)
+        _insert_tasks(connection, "user%@bench.example", TASKS_PER_SPREAD_USER)
         for size in SCALE_SIZES:
-            _insert_tasks(connection, f"u.email = 'owner{size}@bench.example'", size)
+            _insert_tasks(connection, f"owner{size}@bench.example", size)
         total = connection.scalar(text("SELECT count(*) FROM tasks")) or 0
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
         connection.execute(text("VACUUM ANALYZE"))
@@ -52,19 +52,21 @@ def seed(engine: Engine) -> Population:
 
 
 def _insert_tasks(connection: object, owners: str, per_owner: int) -> None:
-    """`per_owner` tasks for each matching user: a spread of statuses, priorities, due dates, ages."""
+    """`per_owner` tasks for each user whose e-mail is LIKE `owners`: a spread of statuses,
+    priorities, due dates and ages, and the rare word in one title of 200."""
     connection.execute(  # type: ignore[attr-defined]
         text(
             "INSERT INTO tasks (owner_id, title, description, status, priority, due_date, created_at, updated_at)"
             " SELECT u.id,"
-            f"  'Task ' || g || CASE WHEN g % 200 = 0 THEN ' {RARE_WORD}' ELSE '' END,"
+            "  'Task ' || g || CASE WHEN g % 200 = 0 THEN ' ' || :word ELSE '' END,"
             "  'Notes for task ' || g || ' of user ' || u.id,"
             "  (ARRAY['new', 'in_progress', 'completed'])[1 + g % 3]::task_status,"
             "  (ARRAY['low', 'medium', 'high'])[1 + (g / 3) % 3]::task_priority,"
             "  CASE WHEN g % 4 = 0 THEN NULL ELSE now() + make_interval(hours => g % 5000) END,"
             "  now() - make_interval(mins => g), now() - make_interval(mins => g)"
-            f" FROM users u CROSS JOIN generate_series(1, {per_owner}) g WHERE {owners}"
-        )
+            " FROM users u CROSS JOIN generate_series(1, :per_owner) g WHERE u.email LIKE :owners"
+        ),
+        {"word": RARE_WORD, "per_owner": per_owner, "owners": owners},
     )
 
 

@@ -109,10 +109,10 @@ WRITE_ISOLATION = {"postgresql": "READ COMMITTED", "sqlite": "SERIALIZABLE"}
 
 @contextmanager
 def writing(session: Session) -> Iterator[None]:
-    """One write transaction: every write goes through here, and commits once at the end.
+    """A transaction, for a write whose statements must stand or fall together.
 
-    Connections run in autocommit, so a read costs only its own round trip; a write needs
-    its statements to stand or fall together, so it gets a real transaction.
+    Connections run in autocommit, so a read or a one-statement write costs only its own
+    round trip; a write of several statements gets a real transaction here, committed once.
     """
     session.connection(execution_options={"isolation_level": WRITE_ISOLATION[session.get_bind().dialect.name]})
     try:

@@ -953,7 +953,7 @@ def test_totals_follow_every_write(client, db, auth_headers):
 
     def totals():
         queries = ("", "status=new", "status=completed", "priority=high", "status=new&priority=high")
-        return [client.get(f"/tasks?{query}", headers=headers).json()["total"] for query in queries]
+        return {query: client.get(f"/tasks?{query}", headers=headers).json()["total"] for query in queries}
 
     created = [client.post("/tasks", json={"title": f"t{n}"}, headers=headers).json() for n in range(3)]
     TaskFactory.create_batch(2, owner=user, status=TaskStatus.completed, priority=TaskPriority.high)

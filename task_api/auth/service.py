@@ -1,7 +1,7 @@
 from sqlalchemy.orm import Session
 
 from task_api.auth.tokens import Claims, RotationResult, TokenPair, Tokens, TokenType
-from task_api.db import end_read, writing
+from task_api.db import end_read
 from task_api.errors import Unauthorized
 from task_api.users.models import User
 from task_api.users.service import authenticate
@@ -44,5 +44,5 @@ def logout(tokens: Tokens, access: Claims, refresh_token: str | None) -> None:
 
 def logout_everywhere(session: Session, tokens: Tokens, user: User) -> None:
     tokens.revoke_user(user.id)
-    with writing(session):
-        user.token_version += 1
+    user.token_version += 1
+    session.commit()

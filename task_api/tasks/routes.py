@@ -41,8 +41,8 @@ def create_task(data: TaskCreate, session: SessionDep, caller: Caller) -> ModelR
 
 @router.get("", response_model=Page[TaskOut], responses=error_responses(401))
 def list_tasks(query: Annotated[TaskQuery, Query()], session: SessionDep, caller: Caller) -> ModelResponse:
-    tasks, total = service.list_tasks(session, caller.user_id, query)
-    items = [TaskOut.model_validate(task) for task in tasks]
+    rows, total = service.list_tasks(session, caller.user_id, query)
+    items = [TaskOut.model_validate(row) for row in rows]
     return ModelResponse(Page(items=items, total=total, limit=query.limit, offset=query.offset))
 
 

@@ -1,10 +1,11 @@
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, ScalarSelect, Select, case, delete, func, or_, select
+from sqlalchemy import ColumnElement, Row, ScalarSelect, Select, case, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from task_api.db import end_read, writing
+from task_api.db import end_read, utcnow, writing
 from task_api.errors import NotFound, PreconditionFailed, Unauthorized
 from task_api.tasks.models import Task, TaskCount, TaskPriority
 from task_api.tasks.schemas import TaskCreate, TaskOut, TaskQuery
@@ -22,9 +23,9 @@ SORT_KEYS: dict[str, ColumnElement[Any]] = {
 
 def create_task(session: Session, owner_id: int, data: TaskCreate) -> Task:
     task = Task(owner_id=owner_id, **data.model_dump())
+    session.add(task)
     try:
-        with writing(session):
-            session.add(task)
+        session.commit()
     except IntegrityError:
         # the owner was deleted after their token was checked: the token is dead now
         raise Unauthorized("Token has been revoked") from None
@@ -37,12 +38,13 @@ def get_task(session: Session, owner_id: int, task_id: int) -> Task:
     return task
 
 
-def list_tasks(session: Session, owner_id: int, filters: TaskQuery) -> tuple[list[Task], int]:
-    """One page of the owner's tasks and the count of all that match, in one query where it can."""
+def list_tasks(session: Session, owner_id: int, filters: TaskQuery) -> tuple[Sequence[Row[Any]], int]:
+    """One page of the owner's tasks (plain rows: a read-only page needs no ORM objects) and the
+    count of all that match, in one query where it can."""
     rows = session.execute(page_statement(owner_id, filters)).all()
     total = rows[0].total if rows else session.scalar(select(_total(owner_id, filters))) or 0
     end_read(session)
-    return [row.Task for row in rows], total
+    return rows, total
 
 
 def page_statement(owner_id: int, filters: TaskQuery) -> Select[Any]:
@@ -53,7 +55,7 @@ def page_statement(owner_id: int, filters: TaskQuery) -> Select[Any]:
     if filters.sort.endswith("due_date"):
         order = (order[0].nulls_last(), order[1])
     return (
-        _filtered(select(Task), owner_id, filters)
+        _filtered(select(*Task.__table__.columns), owner_id, filters)
         .add_columns(_total(owner_id, filters).label("total"))
         .order_by(*order)
         .limit(filters.limit)
@@ -77,12 +79,25 @@ def _total(owner_id: int, filters: TaskQuery) -> ScalarSelect[int]:
 def update_task(session: Session, owner_id: int, task_id: int, changes: dict[str, Any], if_match: str | None) -> Task:
     """Apply `changes`; with `If-Match`, only to the version the client last saw.
 
-    The row is locked while it is compared and written, so neither a concurrent write nor a
-    delete can slip in between.
+    Without If-Match the write is one UPDATE ... RETURNING. With it, the row is locked while
+    its ETag is compared and it is written, so no concurrent write can slip in between.
     """
+    if if_match is None:
+        if not changes:
+            return get_task(session, owner_id, task_id)
+        updated = session.scalar(
+            update(Task)
+            .where(Task.id == task_id, Task.owner_id == owner_id)
+            .values(**changes, updated_at=utcnow())
+            .returning(Task)
+        )
+        session.commit()
+        if updated is None:
+            raise NotFound(TASK_NOT_FOUND)
+        return updated
     with writing(session):
         task = _owned_task(session, owner_id, task_id, for_update=True)
-        if if_match is not None and not etag_matches(if_match, TaskOut.model_validate(task).etag):
+        if not etag_matches(if_match, TaskOut.model_validate(task).etag):
             raise PreconditionFailed("The task has changed since the given ETag")
         for field, value in changes.items():
             setattr(task, field, value)
@@ -90,8 +105,8 @@ def update_task(session: Session, owner_id: int, task_id: int, changes: dict[str
 
 
 def delete_task(session: Session, owner_id: int, task_id: int) -> None:
-    with writing(session):
-        deleted = session.scalar(delete(Task).where(Task.id == task_id, Task.owner_id == owner_id).returning(Task.id))
+    deleted = session.scalar(delete(Task).where(Task.id == task_id, Task.owner_id == owner_id).returning(Task.id))
+    session.commit()
     if deleted is None:
         raise NotFound(TASK_NOT_FOUND)
 

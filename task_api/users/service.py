@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 
 from task_api.auth.passwords import hash_password, verify_password
 from task_api.auth.tokens import Tokens
-from task_api.db import end_read, writing
+from task_api.db import end_read
 from task_api.errors import Conflict, Forbidden, InvalidField, NotFound
 from task_api.users.models import User
 from task_api.users.schemas import AdminUserCreate, UserCreate
@@ -23,8 +23,9 @@ def create_user(session: Session, data: UserCreate | AdminUserCreate, bcrypt_rou
         password_hash=hash_password(data.password, bcrypt_rounds),
         is_admin=getattr(data, "is_admin", False),
     )
-    with _unique_email(), writing(session):
-        session.add(user)
+    session.add(user)
+    with _unique_email(session):
+        session.commit()
     return user
 
 
@@ -76,30 +77,32 @@ def update_user(
         changes["password_hash"] = hash_password(password, bcrypt_rounds)
         changes["token_version"] = user.token_version + 1
         tokens.revoke_user(user.id)
-    with _unique_email(), writing(session):
-        for field, value in changes.items():
-            setattr(user, field, value)
+    for field, value in changes.items():
+        setattr(user, field, value)
+    with _unique_email(session):
+        session.commit()
     return user
 
 
 def delete_user(session: Session, tokens: Tokens, user: User) -> None:
     tokens.revoke_user(user.id)
-    with writing(session):
-        session.delete(user)
+    session.delete(user)
+    session.commit()
 
 
 def promote_to_admin(session: Session, email: str) -> User | None:
     """For the command line: make an existing account an admin; None when there is none."""
-    with writing(session):
-        user = session.scalar(select(User).where(User.email == email))
-        if user is not None:
-            user.is_admin = True
+    user = session.scalar(select(User).where(User.email == email))
+    if user is not None:
+        user.is_admin = True
+        session.commit()
     return user
 
 
 @contextmanager
-def _unique_email() -> Iterator[None]:
+def _unique_email(session: Session) -> Iterator[None]:
     try:
         yield
     except IntegrityError:
+        session.rollback()
         raise Conflict(EMAIL_TAKEN) from None

@@ -4,16 +4,19 @@ Every value comes from the same Settings as the app (WEB_CONCURRENCY, PORT, HOST
 FORWARDED_ALLOW_IPS, ...).
 
 Connections, threads and workers, chosen together:
-- Each worker runs sync endpoints and dependencies on THREADPOOL_SIZE threads (20).
+- Each worker runs sync endpoints and dependencies on THREADPOOL_SIZE threads. Measured
+  with bench/ on 2 cores: 2 threads gave the most requests/s and the shortest tail (every
+  step is a short wait on Redis or PostgreSQL; more threads only fight over the GIL).
+  The price: two slow bcrypt checks (/login, ~0.2 s each) occupy a worker's threads.
 - A request holds a database connection only while one of those threads runs it: every
   step ends its transaction before it returns (task_api.db.end_read). So at most
   THREADPOOL_SIZE connections are in use per worker, and with
-  DB_POOL_SIZE + DB_MAX_OVERFLOW = 15 + 5 = 20 >= THREADPOOL_SIZE no thread ever waits for
-  a connection: a burst queues for threads, never deadlocks on the pool. Settings
-  refuses a THREADPOOL_SIZE above the pool.
-- PostgreSQL's default max_connections is 100: WEB_CONCURRENCY x 20 must stay below it,
-  with room for migrations and psql (4 workers = 80).
-- Redis: one pool per worker (REDIS_MAX_CONNECTIONS = 50 >= 20 threads + event loop).
+  DB_POOL_SIZE + DB_MAX_OVERFLOW = 4 + 2 >= THREADPOOL_SIZE = 2 no thread ever waits for a
+  connection: a burst queues for threads, never deadlocks on the pool. Settings refuses a
+  THREADPOOL_SIZE above the pool.
+- PostgreSQL's default max_connections is 100: WEB_CONCURRENCY x (DB_POOL_SIZE +
+  DB_MAX_OVERFLOW) must stay below it, with room for migrations and psql.
+- Redis: one pool per worker (REDIS_MAX_CONNECTIONS = 50, far above the threads it serves).
 """
 
 import os

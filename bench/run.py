@@ -230,7 +230,8 @@ def run_scale(
                     "p99_ms": result.p99_ms,
                     "requests_per_s": result.requests_per_s,
                     "errors": result.errors,
-                    "plan": explain(engine, owner_id, query),
+                    "plan": (plan := explain(engine, owner_id, query)),
+                    "seq_scan_on_tasks": any("Seq Scan on tasks" in line for line in plan),
                 }
             )
     return rows
@@ -266,13 +267,15 @@ def print_report(report: dict[str, object]) -> None:
             f"{row['p50_ms']:>10.2f}{row['p95_ms']:>10.2f}{row['p99_ms']:>10.2f}{tail:>9.2f}{row['errors']:>8}"
         )
     print()
-    print(f"{'scale shape':<12}{'tasks':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}  plan")
+    print(f"{'scale shape':<12}{'tasks':>10}{'p50 ms':>10}{'x p50@100':>11}{'p99 ms':>10}{'errors':>8}  seq scan")
+    smallest: dict[str, float] = {}
     for row in report["scale"]:  # type: ignore[attr-defined]
-        plan = " / ".join(line.strip() for line in row["plan"] if "->" in line or line is row["plan"][0])
+        base = smallest.setdefault(row["shape"], row["p50_ms"])
         print(
-            f"{row['shape']:<12}{row['tasks_owned']:>10,}{row['p50_ms']:>10.2f}{row['p99_ms']:>10.2f}"
-            f"{row['errors']:>8}  {plan[:160]}"
+            f"{row['shape']:<12}{row['tasks_owned']:>10,}{row['p50_ms']:>10.2f}{row['p50_ms'] / base:>11.2f}"
+            f"{row['p99_ms']:>10.2f}{row['errors']:>8}  {'yes' if row['seq_scan_on_tasks'] else 'no'}"
         )
+    print("\nplans (EXPLAIN) are in bench/results/latest.json")
 
 
 if __name__ == "__main__":

@@ -23,9 +23,9 @@ class Settings(BaseSettings):
     bcrypt_rounds: int = Field(default=12, ge=4, le=31)
 
     database_url: str = "sqlite:///task_api.sqlite3"
-    threadpool_size: int = Field(default=20, ge=1)
-    db_pool_size: int = Field(default=15, ge=1)
-    db_max_overflow: int = Field(default=5, ge=0)
+    threadpool_size: int = Field(default=2, ge=1)  # measured: see gunicorn.conf.py
+    db_pool_size: int = Field(default=4, ge=1)
+    db_max_overflow: int = Field(default=2, ge=0)
     db_pool_timeout: float = Field(default=5.0, gt=0)
     db_pool_recycle: int = Field(default=1800, ge=-1)
     db_connect_timeout: int = Field(default=3, ge=1)

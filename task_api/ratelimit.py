@@ -1,10 +1,11 @@
 """Request budgets kept in Redis: one per client across every route, plus a stricter one for
 /login and /register.
 
-A budget is a fixed window that opens at the client's first request (the same strategy as
-slowapi's default, `limits`' fixed window). One Lua script spends every budget of a request
-and, in the same round trip, answers whether a given key exists, which is how the token
-check rides along: a limited, authenticated request costs one Redis round trip in all.
+A budget is a fixed window that opens at the client's first request (the strategy of
+slowapi's default, `limits`' fixed window; `limits` parses the limit strings). One Lua
+script spends every budget of a request and, in the same round trip, answers whether a
+given key exists, which is how the token check rides along: a limited, authenticated
+request costs one Redis round trip in all, where slowapi's storage calls took three.
 """
 
 import math

@@ -73,7 +73,7 @@ def _insert_tasks(connection: object, owners: str, per_owner: int) -> None:
 def write_data_files(population: Population, tokens: Tokens, directory: Path, engine: Engine) -> None:
     """Tokens (minted as /login would, with their families in Redis) and ids for the wrk scripts."""
     tokens_by_owner = {
-        owner: tokens.start_family(owner, 0).access_token
+        owner: tokens.start_family(owner, 0).access_token  # type: ignore[union-attr]
         for owner in [*population.spread_owners, *population.scale_owners.values()]
     }
     with engine.connect() as connection:

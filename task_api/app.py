@@ -33,6 +33,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="1.0.0",
         description="User accounts and their tasks, behind JWT auth whose logout really revokes.",
         lifespan=lifespan,
+        redirect_slashes=False,  # /tasks/ is a JSON 404, not an empty 307
     )
     app.state.runtime = runtime
     app.include_router(health_router)

@@ -1,13 +1,13 @@
 import select
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import Depends, Request
 from sqlalchemy import DateTime, Dialect, Engine, TypeDecorator, create_engine, event
 from sqlalchemy.engine.interfaces import DBAPIConnection
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
@@ -104,23 +104,27 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
-WRITE_ISOLATION = {"postgresql": "READ COMMITTED", "sqlite": "SERIALIZABLE"}
-
-
 @contextmanager
 def writing(session: Session) -> Iterator[None]:
     """A transaction, for a write whose statements must stand or fall together.
 
     Connections run in autocommit, so a read or a one-statement write costs only its own
-    round trip; a write of several statements gets a real transaction here, committed once.
+    round trip. Here the transaction is opened by hand: PostgreSQL's plain BEGIN, and on
+    SQLite BEGIN IMMEDIATE, which takes the write lock before the first read so two
+    conditional updates cannot both read the old row (SQLite has no SELECT ... FOR UPDATE).
     """
-    session.connection(execution_options={"isolation_level": WRITE_ISOLATION[session.get_bind().dialect.name]})
+    connection = session.connection()
+    connection.exec_driver_sql("BEGIN IMMEDIATE" if connection.dialect.name == "sqlite" else "BEGIN")
     try:
         yield
-        session.commit()
+        session.flush()
+        connection.exec_driver_sql("COMMIT")
     except BaseException:
+        with suppress(DBAPIError):  # the failed statement may already have ended it, or the connection
+            connection.exec_driver_sql("ROLLBACK")
         session.rollback()
         raise
+    session.commit()
 
 
 def end_read(session: Session) -> None:

@@ -3,8 +3,8 @@
 
 A budget is a fixed window that opens at the client's first request (the strategy of
 slowapi's default, `limits`' fixed window; `limits` parses the limit strings). One Lua
-script spends every budget of a request and, in the same round trip, answers whether a
-given key exists, which is how the token check rides along: a limited, authenticated
+script spends the budget and, in the same round trip, answers whether a given key
+exists, which is how the token check rides along: a limited, authenticated
 request costs one Redis round trip in all, where slowapi's storage calls took three.
 """
 
@@ -21,26 +21,26 @@ from task_api.errors import RateLimited
 
 KEY_PREFIX = "rl:"
 
-# KEYS: one counter per budget, then optionally a key whose existence is asked about.
-# ARGV: for each budget, its window in milliseconds. Returns count and ms-to-reset per budget,
-# then 1 or 0 for the extra key when there is one.
+# KEYS: the budget to spend; optionally then the budget to spend instead, and the key that
+# decides between them: spend KEYS[1] if KEYS[3] exists (the token's login is alive),
+# KEYS[2] otherwise, so a revoked token cannot drain its owner's budget.
+# ARGV: the window in milliseconds. Returns the count, the ms until reset, and 1 or 0 for KEYS[3].
 SPEND_SCRIPT = """
-local budgets = #ARGV
-local result = {}
-for i = 1, budgets do
-  local count = redis.call('INCR', KEYS[i])
-  local ttl = redis.call('PTTL', KEYS[i])
-  if ttl < 0 then
-    redis.call('PEXPIRE', KEYS[i], ARGV[i])
-    ttl = tonumber(ARGV[i])
+local budget = KEYS[1]
+local alive = 0
+if #KEYS == 3 then
+  alive = redis.call('EXISTS', KEYS[3])
+  if alive == 0 then
+    budget = KEYS[2]
   end
-  result[#result + 1] = count
-  result[#result + 1] = ttl
 end
-if #KEYS > budgets then
-  result[#result + 1] = redis.call('EXISTS', KEYS[#KEYS])
+local count = redis.call('INCR', budget)
+local ttl = redis.call('PTTL', budget)
+if ttl < 0 then
+  redis.call('PEXPIRE', budget, ARGV[1])
+  ttl = tonumber(ARGV[1])
 end
-return result
+return {count, ttl, alive}
 """
 
 
@@ -64,35 +64,32 @@ class RateLimiter:
         self.auth = parse(settings.auth_rate_limit)
         self._spend = redis.register_script(SPEND_SCRIPT)
 
-    def spend(self, request: Request, budgets: list[tuple[RateLimitItem, str]], exists: str | None = None) -> bool:
-        """Count this request against each (limit, client key) budget; 429 once one is spent.
+    def spend(
+        self, request: Request, item: RateLimitItem, key: str, unless_missing: tuple[str, str] | None = None
+    ) -> bool:
+        """Count this request against the `key` budget; 429 once it is spent.
 
-        Returns whether the `exists` key is in Redis (False without one). The tightest quota
-        is left on `request.state` for the middleware that writes the X-RateLimit-* headers.
+        With `unless_missing=(check, other)`, the budget is `key` only while the Redis key
+        `check` exists, `other` otherwise; returns whether `check` exists (False without one).
+        The tightest quota seen is left on `request.state` for the X-RateLimit-* headers.
         """
-        keys = [KEY_PREFIX + key for _, key in budgets]
-        windows = [item.get_expiry() * 1000 for item, _ in budgets]
-        reply = self._spend(keys=[*keys, exists] if exists else keys, args=windows)
-        now_ms = time.time() * 1000
-        refused: tuple[RateLimitItem, int] | None = None
-        for index, (item, _) in enumerate(budgets):
-            count, ttl_ms = reply[2 * index], reply[2 * index + 1]
-            quota = Quota(
-                limit=item.amount, remaining=max(item.amount - count, 0), reset_at=math.ceil((now_ms + ttl_ms) / 1000)
-            )
-            previous: Quota | None = getattr(request.state, "quota", None)
-            if previous is None or quota.remaining < previous.remaining:
-                request.state.quota = quota
-            if count > item.amount and refused is None:
-                refused = (item, ttl_ms)
-        if refused is not None:
-            item, ttl_ms = refused
+        keys = [KEY_PREFIX + key]
+        if unless_missing is not None:
+            check, other = unless_missing
+            keys += [KEY_PREFIX + other, check]
+        count, ttl_ms, alive = self._spend(keys=keys, args=[item.get_expiry() * 1000])
+        reset_at = math.ceil(time.time() + ttl_ms / 1000)
+        quota = Quota(limit=item.amount, remaining=max(item.amount - count, 0), reset_at=reset_at)
+        previous: Quota | None = getattr(request.state, "quota", None)
+        if previous is None or quota.remaining < previous.remaining:
+            request.state.quota = quota
+        if count > item.amount:
             retry_after = max(math.ceil(ttl_ms / 1000), 1)
             raise RateLimited(
                 f"Rate limit exceeded: {item}. Try again in {retry_after} seconds.",
                 headers={"Retry-After": str(retry_after)},
             )
-        return bool(exists) and bool(reply[-1])
+        return bool(alive)
 
 
 def client_address(request: Request) -> str:

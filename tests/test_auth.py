@@ -664,3 +664,14 @@ def test_auth_prefixed_routes_are_hidden_from_schema(client):
 
     assert {"/register", "/login", "/refresh", "/logout", "/logout/all"} <= set(paths)
     assert not [path for path in paths if path.startswith("/auth/")]
+
+
+def test_a_login_that_read_the_row_before_a_password_change_gets_no_tokens(client, db, app, auth_headers):
+    user = UserFactory()
+    headers = auth_headers(user)
+    change = {"password": "brand new password", "current_password": PASSWORD}
+    assert client.patch("/users/me", json=change, headers=headers).status_code == 200
+    tokens = app.state.runtime.tokens
+
+    assert tokens.start_family(user.id, token_version=0) is None
+    assert tokens.start_family(user.id, token_version=1) is not None

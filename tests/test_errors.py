@@ -169,3 +169,18 @@ def test_a_streamed_body_over_the_size_limit_is_a_413(make_app, db):
 
     assert response.status_code == 413
     assert response.json() == {"detail": "Request body is larger than 1024 bytes"}
+
+
+def test_deeply_nested_json_is_a_422_not_a_500(client):
+    body = '{"email": ' + "[" * 5000 + "]" * 5000 + ', "password": "long enough"}'
+
+    response = client.post("/login", content=body, headers={"Content-Type": "application/json"})
+
+    assert response.status_code == 422
+
+
+def test_a_trailing_slash_is_a_json_404_not_a_redirect(client):
+    response = client.get("/tasks/", follow_redirects=False)
+
+    assert response.status_code == 404
+    assert response.json() == {"detail": "Not Found"}

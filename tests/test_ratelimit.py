@@ -191,3 +191,16 @@ def _wait_until_up(url: str) -> None:
 def test_two_processes_share_one_budget(two_servers, redis):
     statuses = [httpx2.get(f"{two_servers[index % 2]}/tasks").status_code for index in range(11)]
     assert statuses == [401] * 10 + [429]
+
+
+def test_a_revoked_token_spends_its_address_budget_not_its_owners(client, db, auth_headers, redis):
+    user = UserFactory()
+    dead, fresh = auth_headers(user), auth_headers(user)
+    assert client.post("/logout", headers=dead).status_code == 204
+    spend_until_refused = [client.get("/tasks", headers=dead).status_code for _ in range(LIMIT)]
+
+    response = client.get("/tasks", headers=fresh)
+
+    assert 429 in spend_until_refused
+    assert response.status_code == 200
+    assert response.headers["X-RateLimit-Remaining"] == str(LIMIT - 2)  # the logout, then this one

@@ -1,12 +1,17 @@
 """The "Tasks" section of API.md, as a user of the HTTP API sees it."""
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 
+from task_api.errors import PreconditionFailed
 from task_api.models import Task, TaskPriority, TaskStatus
+from task_api.tasks import service
+from task_api.tasks.schemas import TaskOut
 from tests.factories import TaskFactory, UserFactory
 
 MISSING_ID = 999_999
@@ -985,3 +990,24 @@ def test_a_page_past_the_end_still_counts_the_matches(client, owner, headers):
 
     assert body["items"] == []
     assert body["total"] == 3
+
+
+def test_concurrent_conditional_updates_let_exactly_one_through(app, db, owner):
+    task = TaskFactory(owner=owner)
+    etag = TaskOut.model_validate(task).etag
+    writers = 4
+    start = threading.Barrier(writers)
+
+    def attempt(number: int) -> str:
+        with app.state.runtime.session_factory() as session:
+            start.wait()
+            try:
+                service.update_task(session, owner.id, task.id, {"title": f"writer {number}"}, etag)
+            except PreconditionFailed:
+                return "412"
+            return "200"
+
+    with ThreadPoolExecutor(max_workers=writers) as pool:
+        outcomes = sorted(pool.map(attempt, range(writers)))
+
+    assert outcomes == ["200", "412", "412", "412"]

@@ -22,13 +22,18 @@ BearerToken = Annotated[str | None, Depends(bearer_token)]
 
 
 def guard(request: Request, token: BearerToken) -> None:
-    """Spend the budget every limited route shares (the user's with a valid token, the address's
+    """Spend the budget every limited route shares (the user's with a live token, the address's
     without) and learn whether the token's login is alive."""
     runtime = get_runtime(request)
     claims = runtime.tokens.decode(token, TokenType.access) if token else None
-    client = f"user:{claims.sub}" if claims else f"addr:{client_address(request)}"
-    family = runtime.tokens.family_key(claims) if claims else None
-    live = runtime.limiter.spend(request, [(runtime.limiter.default, f"all:{client}")], exists=family)
+    address = f"all:addr:{client_address(request)}"
+    if claims is None:
+        live = runtime.limiter.spend(request, runtime.limiter.default, address)
+    else:
+        family = runtime.tokens.family_key(claims)
+        live = runtime.limiter.spend(
+            request, runtime.limiter.default, f"all:user:{claims.sub}", unless_missing=(family, address)
+        )
     if token is None:
         request.state.auth_error = "Not authenticated"
     elif claims is None:
@@ -43,7 +48,7 @@ def guard(request: Request, token: BearerToken) -> None:
 def auth_rate_limit(request: Request) -> None:
     """The stricter per-address budget of /login and /register."""
     limiter = get_runtime(request).limiter
-    limiter.spend(request, [(limiter.auth, f"auth:addr:{client_address(request)}")])
+    limiter.spend(request, limiter.auth, f"auth:addr:{client_address(request)}")
 
 
 async def authenticate(request: Request, _: Annotated[None, Depends(guard)]) -> Claims:

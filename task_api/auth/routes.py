@@ -43,7 +43,7 @@ async def login_credentials(request: Request) -> LoginRequest:
     else:
         try:
             data = json.loads(await request.body())
-        except ValueError:
+        except (ValueError, RecursionError):
             error = {"type": "json_invalid", "loc": ["body"], "msg": "Body must be JSON or an OAuth2 form"}
             raise RequestValidationError([error]) from None
         rename = {}

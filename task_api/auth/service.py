@@ -14,7 +14,10 @@ def login(session: Session, tokens: Tokens, email: str, password: str, bcrypt_ro
     user = authenticate(session, email, password, bcrypt_rounds)
     if user is None:
         raise Unauthorized(BAD_CREDENTIALS)
-    return tokens.start_family(user.id, user.token_version)
+    pair = tokens.start_family(user.id, user.token_version)
+    if pair is None:  # the password changed while it was being checked
+        raise Unauthorized(BAD_CREDENTIALS)
+    return pair
 
 
 def refresh(session: Session, tokens: Tokens, refresh_token: str | None) -> TokenPair:
@@ -43,6 +46,6 @@ def logout(tokens: Tokens, access: Claims, refresh_token: str | None) -> None:
 
 
 def logout_everywhere(session: Session, tokens: Tokens, user: User) -> None:
-    tokens.revoke_user(user.id)
+    tokens.revoke_user(user.id, user.token_version + 1)
     user.token_version += 1
     session.commit()

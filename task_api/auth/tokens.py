@@ -11,6 +11,7 @@ never needs the database. `users.token_version`, which every token carries as
 `ver`, is bumped too and checked again whenever a refresh token is used.
 """
 
+import re
 import uuid
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -24,10 +25,27 @@ from redis.client import Pipeline
 from task_api.config import Settings
 
 FAMILY_PREFIX = "auth:family:"
+USER_ID = re.compile(r"[1-9][0-9]{0,8}")  # a users.id as a string: ASCII digits, within a 32-bit integer
 USER_FAMILIES_PREFIX = "auth:user-families:"
+USER_MIN_VERSION_PREFIX = "auth:user-min-version:"
 
-# KEYS[1]: a user's set of families; ARGV[1]: the family key prefix. Deletes each family and the set.
+# KEYS: the family, the user's set of families, the user's lowest live token version.
+# ARGV: refresh jti, TTL in seconds, family id, the token version the login read.
+# A login whose password check read the row before a revocation may not start a family.
+START_FAMILY_SCRIPT = """
+if tonumber(ARGV[4]) < tonumber(redis.call('GET', KEYS[3]) or '0') then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+redis.call('SADD', KEYS[2], ARGV[3])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+return 1
+"""
+
+# KEYS: the user's set of families, the user's lowest live token version.
+# ARGV: the family key prefix, the new lowest version, TTL in seconds.
 REVOKE_USER_SCRIPT = """
+redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
 local families = redis.call('SMEMBERS', KEYS[1])
 for _, family in ipairs(families) do
   redis.call('DEL', ARGV[1] .. family)
@@ -78,6 +96,7 @@ class Tokens:
         self.access_ttl = timedelta(minutes=settings.access_token_expire_minutes)
         self.refresh_ttl = timedelta(days=settings.refresh_token_expire_days)
         self._revoke_user = redis.register_script(REVOKE_USER_SCRIPT)
+        self._start_family = redis.register_script(START_FAMILY_SCRIPT)
 
     def decode(self, token: str, expected: TokenType) -> Claims | None:
         """The token's claims if it is a well-signed, unexpired token of the expected type."""
@@ -95,17 +114,19 @@ class Tokens:
             claims = Claims.model_validate(payload)
         except (jwt.InvalidTokenError, ValidationError):
             return None
-        if claims.type is not expected or not claims.sub.isdigit():
+        if claims.type is not expected or not USER_ID.fullmatch(claims.sub):
             return None
         return claims
 
-    def start_family(self, user_id: int, token_version: int) -> TokenPair:
+    def start_family(self, user_id: int, token_version: int) -> TokenPair | None:
+        """A new login's tokens; None when the user's tokens were revoked after `token_version` was read."""
         family, jti = uuid.uuid4().hex, uuid.uuid4().hex
-        pipeline = self._redis.pipeline(transaction=True)
-        pipeline.set(FAMILY_PREFIX + family, jti, ex=self.refresh_ttl)
-        self._list_family(pipeline, user_id, family)
-        pipeline.execute()
-        return self._issue_pair(user_id, token_version, family, jti)
+        ttl = int(self.refresh_ttl.total_seconds())
+        started = self._start_family(
+            keys=[FAMILY_PREFIX + family, USER_FAMILIES_PREFIX + str(user_id), USER_MIN_VERSION_PREFIX + str(user_id)],
+            args=[jti, ttl, family, token_version],
+        )
+        return self._issue_pair(user_id, token_version, family, jti) if started else None
 
     def rotate(self, claims: Claims, token_version: int) -> tuple[RotationResult, TokenPair | None]:
         """Swap a refresh token for a new pair; a refresh token seen twice kills its family."""
@@ -130,9 +151,13 @@ class Tokens:
     def revoke_family(self, *families: str) -> None:
         self._redis.delete(*(FAMILY_PREFIX + family for family in families))
 
-    def revoke_user(self, user_id: int) -> None:
-        """Every token the user holds stops working."""
-        self._revoke_user(keys=[USER_FAMILIES_PREFIX + str(user_id)], args=[FAMILY_PREFIX])
+    def revoke_user(self, user_id: int, new_version: int) -> None:
+        """Every token the user holds stops working, and no login that read an older version of
+        the user's row (a password check racing a password change) can start a new one."""
+        self._revoke_user(
+            keys=[USER_FAMILIES_PREFIX + str(user_id), USER_MIN_VERSION_PREFIX + str(user_id)],
+            args=[FAMILY_PREFIX, new_version, int(self.refresh_ttl.total_seconds())],
+        )
 
     def _list_family(self, pipeline: Pipeline, user_id: int, family: str) -> None:
         """Remember the family among the user's; the list lives as long as its newest family."""

@@ -76,7 +76,7 @@ def update_user(
                 raise InvalidField("current_password", "current_password is incorrect")
         changes["password_hash"] = hash_password(password, bcrypt_rounds)
         changes["token_version"] = user.token_version + 1
-        tokens.revoke_user(user.id)
+        tokens.revoke_user(user.id, changes["token_version"])
     for field, value in changes.items():
         setattr(user, field, value)
     with _unique_email(session):
@@ -85,7 +85,7 @@ def update_user(
 
 
 def delete_user(session: Session, tokens: Tokens, user: User) -> None:
-    tokens.revoke_user(user.id)
+    tokens.revoke_user(user.id, user.token_version + 1)
     session.delete(user)
     session.commit()
 

@@ -9,6 +9,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
+from tests.conftest import free_port
 from tests.factories import UserFactory
 
 
@@ -112,12 +113,6 @@ def test_the_service_recovers_when_database_connections_are_cut(client, db, auth
     assert [client.get("/users/me", headers=headers).status_code for _ in range(3)] == [200, 200, 200]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 REDIS_SERVER = shutil.which("redis-server")
 
 
@@ -140,7 +135,7 @@ def _start_redis(port: int) -> subprocess.Popen[bytes]:
 def own_redis() -> Iterator[tuple[int, list[subprocess.Popen[bytes]]]]:
     if REDIS_SERVER is None:
         pytest.skip("redis-server is not installed")
-    port = _free_port()
+    port = free_port()
     servers = [_start_redis(port)]
     yield port, servers
     for server in servers:

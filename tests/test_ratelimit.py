@@ -1,17 +1,10 @@
-import os
-import socket
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 
 import httpx2
-import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import event, func, select
 
 from task_api.models import Task
-from tests.conftest import REDIS_URL, SECRET_KEY
 from tests.factories import TaskFactory, UserFactory
 
 LIMIT = 100
@@ -141,55 +134,11 @@ def test_with_redis_down_requests_fail_closed(make_app, db):
     assert login.status_code == 503
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def test_two_processes_share_one_budget(start_server):
+    servers = [start_server(RATE_LIMIT="10/minute"), start_server(RATE_LIMIT="10/minute")]
 
+    statuses = [httpx2.get(f"{servers[index % 2].url}/tasks").status_code for index in range(11)]
 
-@pytest.fixture
-def two_servers(database_url, db) -> Iterator[list[str]]:
-    """Two separate uvicorn processes on the test database and Redis."""
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "REDIS_URL": REDIS_URL,
-        "SECRET_KEY": SECRET_KEY,
-        "BCRYPT_ROUNDS": "4",
-        "RATE_LIMIT": "10/minute",
-    }
-    ports = [_free_port(), _free_port()]
-    servers = [
-        subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "task_api.main:app", "--port", str(port), "--log-level", "warning"],
-            env=env,
-        )
-        for port in ports
-    ]
-    urls = [f"http://127.0.0.1:{port}" for port in ports]
-    try:
-        for url in urls:
-            _wait_until_up(url)
-        yield urls
-    finally:
-        for server in servers:
-            server.terminate()
-            server.wait(timeout=10)
-
-
-def _wait_until_up(url: str) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            httpx2.get(f"{url}/openapi.json", timeout=1)
-            return
-        except httpx2.TransportError:
-            time.sleep(0.1)
-    raise AssertionError(f"{url} did not start")
-
-
-def test_two_processes_share_one_budget(two_servers, redis):
-    statuses = [httpx2.get(f"{two_servers[index % 2]}/tasks").status_code for index in range(11)]
     assert statuses == [401] * 10 + [429]
 
 

@@ -27,7 +27,7 @@ from task_api.auth.tokens import Tokens
 from task_api.config import Settings
 from task_api.migrate import migrate
 from task_api.tasks.schemas import TaskQuery
-from task_api.tasks.service import page_statement
+from task_api.tasks.service import page_statement, page_values
 
 ROOT = Path(__file__).resolve().parent.parent
 LUA = ROOT / "bench" / "lua"
@@ -244,7 +244,9 @@ def explain(engine: object, owner_id: int, query: str) -> list[str]:
         params.setdefault(name, [] if name in {"status", "priority"} else value)
         if name in {"status", "priority"}:
             params[name].append(value)  # type: ignore[union-attr]
-    statement = page_statement(owner_id, TaskQuery.model_validate(params))
+    filters = TaskQuery.model_validate(params)
+    filtered_by, values = page_values(owner_id, filters)
+    statement = page_statement(filtered_by, filters.sort).params(values)
     sql = str(statement.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}))
     with engine.connect() as connection:  # type: ignore[attr-defined]
         return list(connection.execute(text("EXPLAIN " + sql)).scalars())

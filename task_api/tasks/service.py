@@ -1,7 +1,32 @@
+"""Task storage.
+
+Statements are built once and then run with each request's values bound to them. Building a
+SQLAlchemy statement and computing its cache key took more CPU than PostgreSQL spent running
+these queries (bench/: 0.14 ms to build a page query that takes 0.3 ms to run), so the hot
+paths pay only for binding values: the fixed statements are module constants, and list and
+update statements are built once per shape (which filters, which fields) and cached.
+"""
+
+import functools
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, ScalarSelect, Select, case, delete, func, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    Row,
+    ScalarSelect,
+    Select,
+    Update,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -19,16 +44,24 @@ SORT_KEYS: dict[str, ColumnElement[Any]] = {
     "priority": PRIORITY_RANK,
     "title": Task.title,
 }
+# The filters of TaskQuery, each bound under its own name (`q` as a LIKE pattern).
+FILTERS = ("status", "priority", "q", "due_before", "due_after")
+
+IS_OWNED = (Task.id == bindparam("task_id"), Task.owner_id == bindparam("owner"))
+OWNED_TASK = select(Task).where(*IS_OWNED)
+OWNED_TASK_FOR_UPDATE = OWNED_TASK.with_for_update()
+INSERT_TASK = insert(Task).returning(Task)
+DELETE_OWNED_TASK = delete(Task).where(*IS_OWNED).returning(Task.id)
 
 
 def create_task(session: Session, owner_id: int, data: TaskCreate) -> Task:
-    task = Task(owner_id=owner_id, **data.model_dump())
-    session.add(task)
     try:
-        session.commit()
+        task = session.scalars(INSERT_TASK, {"owner_id": owner_id, **data.model_dump()}).one()
     except IntegrityError:
         # the owner was deleted after their token was checked: the token is dead now
+        session.rollback()
         raise Unauthorized("Token has been revoked") from None
+    end_read(session)
     return task
 
 
@@ -41,38 +74,52 @@ def get_task(session: Session, owner_id: int, task_id: int) -> Task:
 def list_tasks(session: Session, owner_id: int, filters: TaskQuery) -> tuple[Sequence[Row[Any]], int]:
     """One page of the owner's tasks (plain rows: a read-only page needs no ORM objects) and the
     count of all that match, in one query where it can."""
-    rows = session.execute(page_statement(owner_id, filters)).all()
-    total = rows[0].total if rows else session.scalar(select(_total(owner_id, filters))) or 0
+    filtered_by, values = page_values(owner_id, filters)
+    rows = session.execute(page_statement(filtered_by, filters.sort), values).all()
+    total = rows[0].total if rows else session.scalar(_total_statement(filtered_by), values) or 0
     end_read(session)
     return rows, total
 
 
-def page_statement(owner_id: int, filters: TaskQuery) -> Select[Any]:
+def page_values(owner_id: int, filters: TaskQuery) -> tuple[frozenset[str], dict[str, Any]]:
+    """Which filters are in use, and every value the page statement binds."""
+    values = {name: getattr(filters, name) for name in FILTERS if getattr(filters, name) not in (None, [])}
+    if "q" in values:
+        values["q"] = "%" + values["q"].replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    return frozenset(values), {**values, "owner": owner_id, "limit": filters.limit, "offset": filters.offset}
+
+
+@functools.cache
+def page_statement(filtered_by: frozenset[str], sort: str) -> Select[Any]:
     """The page of tasks, each row carrying the count of all matches (`total`)."""
-    descending = filters.sort.startswith("-")
-    key = SORT_KEYS[filters.sort.removeprefix("-")]
-    order = (key.desc(), Task.id.desc()) if descending else (key.asc(), Task.id.asc())
-    if filters.sort.endswith("due_date"):
+    key = SORT_KEYS[sort.removeprefix("-")]
+    order = (key.desc(), Task.id.desc()) if sort.startswith("-") else (key.asc(), Task.id.asc())
+    if sort.endswith("due_date"):
         order = (order[0].nulls_last(), order[1])
     return (
-        _filtered(select(*Task.__table__.columns), owner_id, filters)
-        .add_columns(_total(owner_id, filters).label("total"))
+        _filtered(select(*Task.__table__.columns), filtered_by)
+        .add_columns(_total(filtered_by).label("total"))
         .order_by(*order)
-        .limit(filters.limit)
-        .offset(filters.offset)
+        .limit(bindparam("limit", type_=Integer))
+        .offset(bindparam("offset", type_=Integer))
     )
 
 
-def _total(owner_id: int, filters: TaskQuery) -> ScalarSelect[int]:
+@functools.cache
+def _total_statement(filtered_by: frozenset[str]) -> Select[tuple[int]]:
+    return select(_total(filtered_by))
+
+
+def _total(filtered_by: frozenset[str]) -> ScalarSelect[int]:
     """How many tasks match: read from `task_counts` when at most status and priority filter (a
     few rows, however many tasks the owner has), counted over the matching rows otherwise."""
-    if filters.q is not None or filters.due_before is not None or filters.due_after is not None:
-        return _filtered(select(func.count()).select_from(Task), owner_id, filters).scalar_subquery()
-    counted = select(func.coalesce(func.sum(TaskCount.n), 0)).where(TaskCount.owner_id == owner_id)
-    if filters.status:
-        counted = counted.where(TaskCount.status.in_(filters.status))
-    if filters.priority:
-        counted = counted.where(TaskCount.priority.in_(filters.priority))
+    if filtered_by - {"status", "priority"}:
+        return _filtered(select(func.count()).select_from(Task), filtered_by).scalar_subquery()
+    counted = select(func.coalesce(func.sum(TaskCount.n), 0)).where(TaskCount.owner_id == bindparam("owner"))
+    if "status" in filtered_by:
+        counted = counted.where(TaskCount.status.in_(bindparam("status", expanding=True)))
+    if "priority" in filtered_by:
+        counted = counted.where(TaskCount.priority.in_(bindparam("priority", expanding=True)))
     return counted.scalar_subquery()
 
 
@@ -85,13 +132,12 @@ def update_task(session: Session, owner_id: int, task_id: int, changes: dict[str
     if if_match is None:
         if not changes:
             return get_task(session, owner_id, task_id)
+        values = {f"new_{field}": value for field, value in changes.items()}
         updated = session.scalar(
-            update(Task)
-            .where(Task.id == task_id, Task.owner_id == owner_id)
-            .values(**changes, updated_at=utcnow())
-            .returning(Task)
+            _update_statement(frozenset(changes)),
+            {**values, "new_updated_at": utcnow(), "task_id": task_id, "owner": owner_id},
         )
-        session.commit()
+        end_read(session)
         if updated is None:
             raise NotFound(TASK_NOT_FOUND)
         return updated
@@ -104,9 +150,19 @@ def update_task(session: Session, owner_id: int, task_id: int, changes: dict[str
     return task
 
 
+@functools.cache
+def _update_statement(fields: frozenset[str]) -> Update:
+    """UPDATE ... RETURNING of the given fields and `updated_at`, bound as `new_<field>` (a bound
+    value named after its column would be taken for that column's new value)."""
+    columns = sorted(fields | {"updated_at"})
+    return (
+        update(Task).where(*IS_OWNED).values({column: bindparam(f"new_{column}") for column in columns}).returning(Task)
+    )
+
+
 def delete_task(session: Session, owner_id: int, task_id: int) -> None:
-    deleted = session.scalar(delete(Task).where(Task.id == task_id, Task.owner_id == owner_id).returning(Task.id))
-    session.commit()
+    deleted = session.scalar(DELETE_OWNED_TASK, {"task_id": task_id, "owner": owner_id})
+    end_read(session)
     if deleted is None:
         raise NotFound(TASK_NOT_FOUND)
 
@@ -119,24 +175,26 @@ def etag_matches(if_match: str, etag: str) -> bool:
 
 def _owned_task(session: Session, owner_id: int, task_id: int, *, for_update: bool = False) -> Task:
     """The task if `owner_id` owns it: another user's task is missing by construction."""
-    stmt = select(Task).where(Task.id == task_id, Task.owner_id == owner_id)
-    task = session.scalar(stmt.with_for_update() if for_update else stmt)
+    statement = OWNED_TASK_FOR_UPDATE if for_update else OWNED_TASK
+    task = session.scalar(statement, {"task_id": task_id, "owner": owner_id})
     if task is None:
         raise NotFound(TASK_NOT_FOUND)
     return task
 
 
-def _filtered(stmt: Select[Any], owner_id: int, filters: TaskQuery) -> Select[Any]:
-    stmt = stmt.where(Task.owner_id == owner_id)
-    if filters.status:
-        stmt = stmt.where(Task.status.in_(filters.status))
-    if filters.priority:
-        stmt = stmt.where(Task.priority.in_(filters.priority))
-    if filters.q:
-        pattern = "%" + filters.q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        stmt = stmt.where(or_(Task.title.ilike(pattern, escape="\\"), Task.description.ilike(pattern, escape="\\")))
-    if filters.due_before is not None:
-        stmt = stmt.where(Task.due_date < filters.due_before)
-    if filters.due_after is not None:
-        stmt = stmt.where(Task.due_date > filters.due_after)
-    return stmt
+def _filtered(statement: Select[Any], filtered_by: frozenset[str]) -> Select[Any]:
+    statement = statement.where(Task.owner_id == bindparam("owner"))
+    if "status" in filtered_by:
+        statement = statement.where(Task.status.in_(bindparam("status", expanding=True)))
+    if "priority" in filtered_by:
+        statement = statement.where(Task.priority.in_(bindparam("priority", expanding=True)))
+    if "q" in filtered_by:
+        pattern = bindparam("q")
+        statement = statement.where(
+            or_(Task.title.ilike(pattern, escape="\\"), Task.description.ilike(pattern, escape="\\"))
+        )
+    if "due_before" in filtered_by:
+        statement = statement.where(Task.due_date < bindparam("due_before"))
+    if "due_after" in filtered_by:
+        statement = statement.where(Task.due_date > bindparam("due_after"))
+    return statement

@@ -23,7 +23,6 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import make_url
 
 from bench import seed
-from task_api.auth.tokens import Tokens
 from task_api.config import Settings
 from task_api.migrate import migrate
 from task_api.tasks.schemas import TaskQuery
@@ -86,8 +85,7 @@ def main() -> int:
     started = time.monotonic()
     population = seed.seed(engine)
     print(f"seeded {population.total_tasks:,} tasks in {time.monotonic() - started:.0f}s", flush=True)
-    tokens = Tokens(settings, redis)
-    seed.write_data_files(population, tokens, data_dir, engine)
+    seed.write_data_files(population, settings, data_dir, engine)
 
     server = start_server(args, data_dir)
     try:

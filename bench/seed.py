@@ -1,5 +1,6 @@
 """Benchmark data, made by PostgreSQL itself (generate_series) so a million rows take seconds."""
 
+import asyncio
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -7,6 +8,7 @@ from sqlalchemy import Engine, text
 
 from task_api.auth.passwords import hash_password
 from task_api.auth.tokens import Tokens
+from task_api.cache import create_redis
 from task_api.config import Settings
 
 SPREAD_USERS = 1_000
@@ -70,12 +72,10 @@ def _insert_tasks(connection: object, owners: str, per_owner: int) -> None:
     )
 
 
-def write_data_files(population: Population, tokens: Tokens, directory: Path, engine: Engine) -> None:
+def write_data_files(population: Population, settings: Settings, directory: Path, engine: Engine) -> None:
     """Tokens (minted as /login would, with their families in Redis) and ids for the wrk scripts."""
-    tokens_by_owner = {
-        owner: tokens.start_family(owner, 0).access_token  # type: ignore[union-attr]
-        for owner in [*population.spread_owners, *population.scale_owners.values()]
-    }
+    owners = [*population.spread_owners, *population.scale_owners.values()]
+    tokens_by_owner = dict(zip(owners, asyncio.run(_access_tokens(settings, owners)), strict=True))
     with engine.connect() as connection:
         owned = connection.execute(
             text(
@@ -91,3 +91,11 @@ def write_data_files(population: Population, tokens: Tokens, directory: Path, en
     )
     for size, owner in population.scale_owners.items():
         (directory / f"scale-{size}.txt").write_text(f"{tokens_by_owner[owner]}\n")
+
+
+async def _access_tokens(settings: Settings, owners: list[int]) -> list[str]:
+    redis = create_redis(settings)
+    tokens = Tokens(settings, redis)
+    pairs = await asyncio.gather(*(tokens.start_family(owner, 0) for owner in owners))
+    await redis.connection_pool.disconnect()
+    return [pair.access_token for pair in pairs if pair is not None]

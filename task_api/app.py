@@ -26,7 +26,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.threadpool_size
         yield
-        runtime.close()
+        await runtime.close()
 
     app = FastAPIOffline(  # Swagger UI and ReDoc from assets the app serves itself, no CDN
         title="task_api",

@@ -2,6 +2,7 @@
 
 from typing import Literal
 
+from anyio import from_thread
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
@@ -54,7 +55,7 @@ def ready(request: Request) -> JSONResponse:
     except SQLAlchemyError:
         database = "unavailable"
     try:
-        runtime.redis.ping()
+        from_thread.run(runtime.redis.ping)
         redis: Check = "ok"
     except RedisError:
         redis = "unavailable"

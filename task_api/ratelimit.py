@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 
 from limits import RateLimitItem, parse
-from redis import Redis
+from redis.asyncio import Redis
 from starlette.requests import Request
 
 from task_api.config import Settings
@@ -64,7 +64,7 @@ class RateLimiter:
         self.auth = parse(settings.auth_rate_limit)
         self._spend = redis.register_script(SPEND_SCRIPT)
 
-    def spend(
+    async def spend(
         self, request: Request, item: RateLimitItem, key: str, unless_missing: tuple[str, str] | None = None
     ) -> bool:
         """Count this request against the `key` budget; 429 once it is spent.
@@ -77,7 +77,7 @@ class RateLimiter:
         if unless_missing is not None:
             check, other = unless_missing
             keys += [KEY_PREFIX + other, check]
-        count, ttl_ms, alive = self._spend(keys=keys, args=[item.get_expiry() * 1000])
+        count, ttl_ms, alive = await self._spend(keys=keys, args=[item.get_expiry() * 1000])
         reset_at = math.ceil(time.time() + ttl_ms / 1000)
         quota = Quota(limit=item.amount, remaining=max(item.amount - count, 0), reset_at=reset_at)
         previous: Quota | None = getattr(request.state, "quota", None)

@@ -1,12 +1,12 @@
 from dataclasses import dataclass
 
-from redis import ConnectionPool, Redis
+from redis.asyncio import Redis
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.requests import Request
 
 from task_api.auth.tokens import Tokens
-from task_api.cache import create_redis, create_redis_pool
+from task_api.cache import create_redis
 from task_api.config import Settings
 from task_api.db import create_db_engine, create_session_factory
 from task_api.ratelimit import RateLimiter
@@ -19,7 +19,6 @@ class Runtime:
     settings: Settings
     engine: Engine
     session_factory: sessionmaker[Session]
-    redis_pool: ConnectionPool
     redis: Redis
     tokens: Tokens
     limiter: RateLimiter
@@ -27,21 +26,20 @@ class Runtime:
     @classmethod
     def start(cls, settings: Settings) -> "Runtime":
         engine = create_db_engine(settings)
-        redis_pool = create_redis_pool(settings)
-        redis = create_redis(redis_pool)
+        redis = create_redis(settings)
         return cls(
             settings=settings,
             engine=engine,
             session_factory=create_session_factory(engine),
-            redis_pool=redis_pool,
             redis=redis,
             tokens=Tokens(settings, redis),
             limiter=RateLimiter(settings, redis),
         )
 
-    def close(self) -> None:
+    async def close(self) -> None:
+        """Close both pools; they reconnect if used again (tests serve one app from many loops)."""
+        await self.redis.connection_pool.disconnect()
         self.engine.dispose()
-        self.redis_pool.disconnect()
 
 
 def get_runtime(request: Request) -> Runtime:

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx2
 import pytest
 from alembic import command
@@ -97,7 +98,7 @@ def settings(database_url: str) -> Settings:
 def app(settings: Settings) -> Iterator[FastAPI]:
     application = create_app(settings)
     yield application
-    application.state.runtime.close()
+    anyio.run(application.state.runtime.close)
 
 
 @pytest.fixture
@@ -112,7 +113,7 @@ def make_app(settings: Settings) -> Iterator[Callable[..., FastAPI]]:
 
     yield build
     for application in built:
-        application.state.runtime.close()
+        anyio.run(application.state.runtime.close)
 
 
 @pytest.fixture

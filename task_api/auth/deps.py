@@ -1,8 +1,9 @@
 """Who is calling, in as few threadpool steps and round trips as possible.
 
-`guard` runs first on every limited route, as one sync step: it spends the caller's rate
+`guard` runs first on every limited route, on the event loop: it spends the caller's rate
 limit and checks that the token's login is alive in one Redis round trip, with no database
-work. Routes that need the user's row ask for `CurrentUser`, which loads it.
+work and no threadpool step. Routes that need the user's row ask for `CurrentUser`, which
+loads it.
 """
 
 from typing import Annotated
@@ -21,17 +22,17 @@ bearer_token = OAuth2PasswordBearer(tokenUrl="/login", auto_error=False)
 BearerToken = Annotated[str | None, Depends(bearer_token)]
 
 
-def guard(request: Request, token: BearerToken) -> None:
+async def guard(request: Request, token: BearerToken) -> None:
     """Spend the budget every limited route shares (the user's with a live token, the address's
     without) and learn whether the token's login is alive."""
     runtime = get_runtime(request)
     claims = runtime.tokens.decode(token, TokenType.access) if token else None
     address = f"all:addr:{client_address(request)}"
     if claims is None:
-        live = runtime.limiter.spend(request, runtime.limiter.default, address)
+        live = await runtime.limiter.spend(request, runtime.limiter.default, address)
     else:
         family = runtime.tokens.family_key(claims)
-        live = runtime.limiter.spend(
+        live = await runtime.limiter.spend(
             request, runtime.limiter.default, f"all:user:{claims.sub}", unless_missing=(family, address)
         )
     if token is None:
@@ -45,10 +46,10 @@ def guard(request: Request, token: BearerToken) -> None:
         request.state.caller = claims
 
 
-def auth_rate_limit(request: Request) -> None:
+async def auth_rate_limit(request: Request) -> None:
     """The stricter per-address budget of /login and /register."""
     limiter = get_runtime(request).limiter
-    limiter.spend(request, limiter.auth, f"auth:addr:{client_address(request)}")
+    await limiter.spend(request, limiter.auth, f"auth:addr:{client_address(request)}")
 
 
 async def authenticate(request: Request, _: Annotated[None, Depends(guard)]) -> Claims:

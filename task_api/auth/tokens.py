@@ -19,8 +19,7 @@ from typing import Literal
 
 import jwt
 from pydantic import BaseModel, ValidationError
-from redis import Redis
-from redis.client import Pipeline
+from redis.asyncio import Redis
 
 from task_api.config import Settings
 
@@ -118,29 +117,34 @@ class Tokens:
             return None
         return claims
 
-    def start_family(self, user_id: int, token_version: int) -> TokenPair | None:
+    async def start_family(self, user_id: int, token_version: int) -> TokenPair | None:
         """A new login's tokens; None when the user's tokens were revoked after `token_version` was read."""
         family, jti = uuid.uuid4().hex, uuid.uuid4().hex
         ttl = int(self.refresh_ttl.total_seconds())
-        started = self._start_family(
+        started = await self._start_family(
             keys=[FAMILY_PREFIX + family, USER_FAMILIES_PREFIX + str(user_id), USER_MIN_VERSION_PREFIX + str(user_id)],
             args=[jti, ttl, family, token_version],
         )
         return self._issue_pair(user_id, token_version, family, jti) if started else None
 
-    def rotate(self, claims: Claims, token_version: int) -> tuple[RotationResult, TokenPair | None]:
-        """Swap a refresh token for a new pair; a refresh token seen twice kills its family."""
+    async def rotate(self, claims: Claims, token_version: int) -> tuple[RotationResult, TokenPair | None]:
+        """Swap a refresh token for a new pair; a refresh token seen twice kills its family.
+
+        The family stays listed among the user's for as long as its newest refresh token lives.
+        """
         jti = uuid.uuid4().hex
         key = FAMILY_PREFIX + claims.fam
-        pipeline = self._redis.pipeline(transaction=True)
-        pipeline.set(key, jti, xx=True, get=True, ex=self.refresh_ttl)
-        self._list_family(pipeline, claims.user_id, claims.fam)
-        previous = pipeline.execute()[0]
+        families = USER_FAMILIES_PREFIX + claims.sub
+        async with self._redis.pipeline(transaction=True) as pipeline:
+            pipeline.set(key, jti, xx=True, get=True, ex=self.refresh_ttl)
+            pipeline.sadd(families, claims.fam)
+            pipeline.expire(families, self.refresh_ttl)
+            previous = (await pipeline.execute())[0]
         if previous == claims.jti:
             return RotationResult.rotated, self._issue_pair(claims.user_id, token_version, claims.fam, jti)
         if previous is None:
             return RotationResult.dead, None
-        self._redis.delete(key)
+        await self._redis.delete(key)
         return RotationResult.reused, None
 
     @staticmethod
@@ -148,22 +152,16 @@ class Tokens:
         """The Redis key that exists while the login behind these claims is alive."""
         return FAMILY_PREFIX + claims.fam
 
-    def revoke_family(self, *families: str) -> None:
-        self._redis.delete(*(FAMILY_PREFIX + family for family in families))
+    async def revoke_family(self, *families: str) -> None:
+        await self._redis.delete(*(FAMILY_PREFIX + family for family in families))
 
-    def revoke_user(self, user_id: int, new_version: int) -> None:
+    async def revoke_user(self, user_id: int, new_version: int) -> None:
         """Every token the user holds stops working, and no login that read an older version of
         the user's row (a password check racing a password change) can start a new one."""
-        self._revoke_user(
+        await self._revoke_user(
             keys=[USER_FAMILIES_PREFIX + str(user_id), USER_MIN_VERSION_PREFIX + str(user_id)],
             args=[FAMILY_PREFIX, new_version, int(self.refresh_ttl.total_seconds())],
         )
-
-    def _list_family(self, pipeline: Pipeline, user_id: int, family: str) -> None:
-        """Remember the family among the user's; the list lives as long as its newest family."""
-        key = USER_FAMILIES_PREFIX + str(user_id)
-        pipeline.sadd(key, family)
-        pipeline.expire(key, self.refresh_ttl)
 
     def _issue_pair(self, user_id: int, token_version: int, family: str, refresh_jti: str) -> TokenPair:
         common = {"sub": str(user_id), "fam": family, "ver": token_version}

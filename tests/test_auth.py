@@ -685,3 +685,14 @@ def test_a_login_that_read_the_row_before_a_password_change_gets_no_tokens(clien
     stale, current = anyio.run(start_families)
     assert stale is None
     assert current is not None
+
+
+def test_a_token_that_worked_still_expires_on_time(client):
+    token = login(client, UserFactory().email)["access_token"]
+    expiring = sign({**claims_of(token), "exp": int(time.time()) + 2})
+    assert me(client, expiring).status_code == 200
+
+    time.sleep(max(claims_of(expiring)["exp"] - time.time(), 0) + 0.1)
+
+    assert_unauthorized(me(client, expiring))
+    assert me(client, token).status_code == 200

@@ -156,7 +156,11 @@ def _update_statement(fields: frozenset[str]) -> Update:
     value named after its column would be taken for that column's new value)."""
     columns = sorted(fields | {"updated_at"})
     return (
-        update(Task).where(*IS_OWNED).values({column: bindparam(f"new_{column}") for column in columns}).returning(Task)
+        update(Task)
+        .where(*IS_OWNED)
+        .values({column: bindparam(f"new_{column}") for column in columns})
+        .returning(Task)
+        .execution_options(synchronize_session=False)
     )
 
 

@@ -16,7 +16,8 @@ Connections, threads and workers, chosen together:
   THREADPOOL_SIZE above the pool.
 - PostgreSQL's default max_connections is 100: WEB_CONCURRENCY x (DB_POOL_SIZE +
   DB_MAX_OVERFLOW) must stay below it, with room for migrations and psql.
-- Redis: one pool per worker (REDIS_MAX_CONNECTIONS = 50, far above the threads it serves).
+- Redis: one asyncio pool per worker, used on the event loop; up to REDIS_MAX_CONNECTIONS (50)
+  requests talk to Redis at once and the rest wait for a connection, never fail for want of one.
 """
 
 import gc

@@ -2,10 +2,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio.to_thread
-from fastapi import Depends, FastAPI
+from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
-from task_api.auth.deps import guard
+from task_api.auth.guard import GuardMiddleware
 from task_api.auth.routes import router as auth_router
 from task_api.config import Settings
 from task_api.errors import install_error_handlers
@@ -15,6 +15,9 @@ from task_api.middleware import BodySizeLimitMiddleware, RequestContextMiddlewar
 from task_api.runtime import Runtime
 from task_api.tasks.routes import router as tasks_router
 from task_api.users.routes import router as users_router
+
+DOCS = ("/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json")
+DOCS_ASSETS = "/static-offline-docs/"
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -34,15 +37,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="User accounts and their tasks, behind JWT auth whose logout really revokes.",
         lifespan=lifespan,
         redirect_slashes=False,  # /tasks/ is a JSON 404, not an empty 307
+        static_url=DOCS_ASSETS,
     )
     app.state.runtime = runtime
     app.include_router(health_router)
-    limited = [Depends(guard)]
-    app.include_router(auth_router, dependencies=limited)
-    app.include_router(auth_router, prefix="/auth", dependencies=limited, include_in_schema=False)
-    app.include_router(users_router, dependencies=limited)
-    app.include_router(tasks_router, dependencies=limited)
+    app.include_router(auth_router)
+    app.include_router(auth_router, prefix="/auth", include_in_schema=False)
+    app.include_router(users_router)
+    app.include_router(tasks_router)
     install_error_handlers(app)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        GuardMiddleware,  # every request but health and the docs spends a budget, even to an unknown path
+        runtime=runtime,
+        unlimited=frozenset({"/health", "/ready", *DOCS}),
+        unlimited_prefix=DOCS_ASSETS,
+    )
     app.add_middleware(RequestContextMiddleware)
     return app

@@ -61,7 +61,7 @@ def _json(status_code: int, detail: Any, headers: dict[str, str] | None = None) 
     return JSONResponse({"detail": detail}, status_code=status_code, headers=headers)
 
 
-def _app_error(_: Request, exc: AppError) -> JSONResponse:
+def app_error(_: Request, exc: AppError) -> JSONResponse:
     if isinstance(exc, InvalidField):
         error = {"type": "value_error", "loc": ["body", exc.field], "msg": exc.detail}
         return _json(exc.status_code, [error])
@@ -88,7 +88,7 @@ def _database_unavailable(_: Request, exc: Exception) -> JSONResponse:
     return _json(503, "Database unavailable", UNAVAILABLE_HEADERS)
 
 
-def _redis_unavailable(_: Request, exc: RedisError) -> JSONResponse:
+def redis_unavailable(_: Request, exc: RedisError) -> JSONResponse:
     logger.warning("redis unavailable: %s", type(exc).__name__)
     return _json(503, "Token and rate-limit store unavailable", UNAVAILABLE_HEADERS)
 
@@ -104,12 +104,12 @@ def _unexpected(request: Request, exc: Exception) -> JSONResponse:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(AppError, _app_error)
+    app.add_exception_handler(AppError, app_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     for db_error in (OperationalError, InterfaceError, PoolTimeoutError):
         app.add_exception_handler(db_error, _database_unavailable)
-    app.add_exception_handler(RedisError, _redis_unavailable)
+    app.add_exception_handler(RedisError, redis_unavailable)
     app.add_exception_handler(Exception, _unexpected)
 
 

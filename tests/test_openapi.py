@@ -67,3 +67,12 @@ def test_login_takes_json_or_the_oauth2_form_and_swagger_can_authorize(schema):
 def test_the_auth_aliases_are_served_but_hidden(schema, client):
     assert not any(path.startswith("/auth/") for path in schema["paths"])
     assert client.post("/auth/login", json={}).status_code == 422
+
+
+def test_only_operations_that_need_a_token_declare_one(client):
+    paths = client.get("/openapi.json").json()["paths"]
+    public = {("get", "/health"), ("get", "/ready"), ("post", "/register"), ("post", "/login"), ("post", "/refresh")}
+
+    for path, operations in paths.items():
+        for method, operation in operations.items():
+            assert ("security" in operation) != ((method, path) in public), (method, path)

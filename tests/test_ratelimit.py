@@ -1,3 +1,4 @@
+import re
 import time
 
 import httpx2
@@ -153,3 +154,30 @@ def test_a_revoked_token_spends_its_address_budget_not_its_owners(client, db, au
     assert 429 in spend_until_refused
     assert response.status_code == 200
     assert response.headers["X-RateLimit-Remaining"] == str(LIMIT - 2)  # the logout, then this one
+
+
+def test_malformed_bodies_and_unknown_paths_spend_the_budget_too(make_app, db):
+    with TestClient(make_app(rate_limit="3/minute")) as client:
+        malformed = client.post("/tasks", content=b"{not json", headers={"Content-Type": "application/json"})
+        unknown = client.get("/no/such/path")
+        client.get("/tasks")
+        refused = client.post("/tasks", content=b"{not json", headers={"Content-Type": "application/json"})
+
+    assert malformed.status_code == 422
+    assert malformed.headers["X-RateLimit-Remaining"] == "2"
+    assert unknown.status_code == 404
+    assert unknown.headers["X-RateLimit-Remaining"] == "1"
+    assert refused.status_code == 429
+
+
+def test_health_and_the_docs_spend_no_budget(make_app, db):
+    with TestClient(make_app(rate_limit="1/minute")) as client:
+        pages = ["/health", "/ready", "/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect"]
+        assets = re.findall(r"""(?:src|href)=["'](/[^"']+)["']""", client.get("/docs").text)
+        responses = [client.get(path) for path in [*pages, *assets] * 2]
+
+        assert client.get("/tasks").status_code == 401
+
+    assert assets
+    assert {response.status_code for response in responses} == {200}
+    assert not [response for response in responses if "X-RateLimit-Limit" in response.headers]

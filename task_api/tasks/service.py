@@ -96,9 +96,11 @@ def page_statement(filtered_by: frozenset[str], sort: str) -> Select[Any]:
     order = (key.desc(), Task.id.desc()) if sort.startswith("-") else (key.asc(), Task.id.asc())
     if sort.endswith("due_date"):
         order = (order[0].nulls_last(), order[1])
+    # counted from `task_counts` where it can be; otherwise over the rows this query finds anyway
+    total = func.count().over() if _counts_rows(filtered_by) else _total(filtered_by)
     return (
         _filtered(select(*Task.__table__.columns), filtered_by)
-        .add_columns(_total(filtered_by).label("total"))
+        .add_columns(total.label("total"))
         .order_by(*order)
         .limit(bindparam("limit", type_=Integer))
         .offset(bindparam("offset", type_=Integer))
@@ -113,7 +115,7 @@ def _total_statement(filtered_by: frozenset[str]) -> Select[tuple[int]]:
 def _total(filtered_by: frozenset[str]) -> ScalarSelect[int]:
     """How many tasks match: read from `task_counts` when at most status and priority filter (a
     few rows, however many tasks the owner has), counted over the matching rows otherwise."""
-    if filtered_by - {"status", "priority"}:
+    if _counts_rows(filtered_by):
         return _filtered(select(func.count()).select_from(Task), filtered_by).scalar_subquery()
     counted = select(func.coalesce(func.sum(TaskCount.n), 0)).where(TaskCount.owner_id == bindparam("owner"))
     if "status" in filtered_by:
@@ -121,6 +123,11 @@ def _total(filtered_by: frozenset[str]) -> ScalarSelect[int]:
     if "priority" in filtered_by:
         counted = counted.where(TaskCount.priority.in_(bindparam("priority", expanding=True)))
     return counted.scalar_subquery()
+
+
+def _counts_rows(filtered_by: frozenset[str]) -> bool:
+    """Whether a filter `task_counts` does not keep (q, due dates) is in use."""
+    return bool(filtered_by - {"status", "priority"})
 
 
 def update_task(session: Session, owner_id: int, task_id: int, changes: dict[str, Any], if_match: str | None) -> Task:

@@ -1,6 +1,7 @@
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query, Response
+from sqlalchemy import Row
 
 from task_api.auth.deps import Caller
 from task_api.db import SessionDep
@@ -19,7 +20,7 @@ IfMatch = Annotated[str | None, Header(description="Write only if the task still
 ETAG_HEADER = {"ETag": {"description": "The task's version, for If-Match", "schema": {"type": "string"}}}
 
 
-def _task_response(task: Task, status_code: int = 200, **headers: str) -> ModelResponse:
+def _task_response(task: Task | Row[Any], status_code: int = 200, **headers: str) -> ModelResponse:
     response = ModelResponse(TaskOut.model_validate(task), status_code, headers)
     response.headers["ETag"] = etag_of(response.body)
     return response

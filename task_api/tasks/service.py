@@ -47,16 +47,20 @@ SORT_KEYS: dict[str, ColumnElement[Any]] = {
 # The filters of TaskQuery, each bound under its own name (`q` as a LIKE pattern).
 FILTERS = ("status", "priority", "q", "due_before", "due_after")
 
-IS_OWNED = (Task.id == bindparam("task_id"), Task.owner_id == bindparam("owner"))
-OWNED_TASK = select(Task).where(*IS_OWNED)
-OWNED_TASK_FOR_UPDATE = OWNED_TASK.with_for_update()
-INSERT_TASK = insert(Task).returning(Task)
-DELETE_OWNED_TASK = delete(Task).where(*IS_OWNED).returning(Task.id)
+TASKS = Task.__table__
+TASK_COLUMNS = tuple(TASKS.columns)
+IS_OWNED = (TASKS.c.id == bindparam("task_id"), TASKS.c.owner_id == bindparam("owner"))
+# Reads and one-statement writes work on plain rows: the response is built from them, and
+# loading ORM objects only added work. The If-Match update locks and changes an ORM object.
+OWNED_TASK = select(*TASK_COLUMNS).where(*IS_OWNED)
+OWNED_TASK_FOR_UPDATE = select(Task).where(*IS_OWNED).with_for_update()
+INSERT_TASK = insert(TASKS).returning(*TASK_COLUMNS)
+DELETE_OWNED_TASK = delete(TASKS).where(*IS_OWNED).returning(TASKS.c.id)
 
 
-def create_task(session: Session, owner_id: int, data: TaskCreate) -> Task:
+def create_task(session: Session, owner_id: int, data: TaskCreate) -> Row[Any]:
     try:
-        task = session.scalars(INSERT_TASK, {"owner_id": owner_id, **data.model_dump()}).one()
+        task = session.execute(INSERT_TASK, {"owner_id": owner_id, **data.model_dump()}).one()
     except IntegrityError:
         # the owner was deleted after their token was checked: the token is dead now
         session.rollback()
@@ -65,9 +69,12 @@ def create_task(session: Session, owner_id: int, data: TaskCreate) -> Task:
     return task
 
 
-def get_task(session: Session, owner_id: int, task_id: int) -> Task:
-    task = _owned_task(session, owner_id, task_id)
+def get_task(session: Session, owner_id: int, task_id: int) -> Row[Any]:
+    """The task if `owner_id` owns it: another user's task is missing by construction."""
+    task = session.execute(OWNED_TASK, {"task_id": task_id, "owner": owner_id}).one_or_none()
     end_read(session)
+    if task is None:
+        raise NotFound(TASK_NOT_FOUND)
     return task
 
 
@@ -99,7 +106,7 @@ def page_statement(filtered_by: frozenset[str], sort: str) -> Select[Any]:
     # counted from `task_counts` where it can be; otherwise over the rows this query finds anyway
     total = func.count().over() if _counts_rows(filtered_by) else _total(filtered_by)
     return (
-        _filtered(select(*Task.__table__.columns), filtered_by)
+        _filtered(select(*TASK_COLUMNS), filtered_by)
         .add_columns(total.label("total"))
         .order_by(*order)
         .limit(bindparam("limit", type_=Integer))
@@ -130,7 +137,9 @@ def _counts_rows(filtered_by: frozenset[str]) -> bool:
     return bool(filtered_by - {"status", "priority"})
 
 
-def update_task(session: Session, owner_id: int, task_id: int, changes: dict[str, Any], if_match: str | None) -> Task:
+def update_task(
+    session: Session, owner_id: int, task_id: int, changes: dict[str, Any], if_match: str | None
+) -> Task | Row[Any]:
     """Apply `changes`; with `If-Match`, only to the version the client last saw.
 
     Without If-Match the write is one UPDATE ... RETURNING. With it, the row is locked while
@@ -140,16 +149,18 @@ def update_task(session: Session, owner_id: int, task_id: int, changes: dict[str
         if not changes:
             return get_task(session, owner_id, task_id)
         values = {f"new_{field}": value for field, value in changes.items()}
-        updated = session.scalar(
+        updated = session.execute(
             _update_statement(frozenset(changes)),
             {**values, "new_updated_at": utcnow(), "task_id": task_id, "owner": owner_id},
-        )
+        ).one_or_none()
         end_read(session)
         if updated is None:
             raise NotFound(TASK_NOT_FOUND)
         return updated
     with writing(session):
-        task = _owned_task(session, owner_id, task_id, for_update=True)
+        task = session.scalar(OWNED_TASK_FOR_UPDATE, {"task_id": task_id, "owner": owner_id})
+        if task is None:
+            raise NotFound(TASK_NOT_FOUND)
         if not etag_matches(if_match, TaskOut.model_validate(task).etag):
             raise PreconditionFailed("The task has changed since the given ETag")
         for field, value in changes.items():
@@ -163,11 +174,10 @@ def _update_statement(fields: frozenset[str]) -> Update:
     value named after its column would be taken for that column's new value)."""
     columns = sorted(fields | {"updated_at"})
     return (
-        update(Task)
+        update(TASKS)
         .where(*IS_OWNED)
         .values({column: bindparam(f"new_{column}") for column in columns})
-        .returning(Task)
-        .execution_options(synchronize_session=False)
+        .returning(*TASK_COLUMNS)
     )
 
 
@@ -182,15 +192,6 @@ def etag_matches(if_match: str, etag: str) -> bool:
     """RFC 9110 strong comparison against an If-Match list (`*` matches any current version)."""
     candidates = [candidate.strip() for candidate in if_match.split(",")]
     return "*" in candidates or etag in candidates
-
-
-def _owned_task(session: Session, owner_id: int, task_id: int, *, for_update: bool = False) -> Task:
-    """The task if `owner_id` owns it: another user's task is missing by construction."""
-    statement = OWNED_TASK_FOR_UPDATE if for_update else OWNED_TASK
-    task = session.scalar(statement, {"task_id": task_id, "owner": owner_id})
-    if task is None:
-        raise NotFound(TASK_NOT_FOUND)
-    return task
 
 
 def _filtered(statement: Select[Any], filtered_by: frozenset[str]) -> Select[Any]:

@@ -9,7 +9,7 @@ Connections, threads and workers, chosen together:
   step is a short wait on Redis or PostgreSQL; more threads only fight over the GIL).
   The price: two slow bcrypt checks (/login, ~0.2 s each) occupy a worker's threads.
 - A request holds a database connection only while one of those threads runs it: every
-  step ends its transaction before it returns (task_api.db.end_read). So at most
+  step ends its transaction before it returns (task_api.db.end_step). So at most
   THREADPOOL_SIZE connections are in use per worker, and with
   DB_POOL_SIZE + DB_MAX_OVERFLOW = 4 + 2 >= THREADPOOL_SIZE = 2 no thread ever waits for a
   connection: a burst queues for threads, never deadlocks on the pool. Settings refuses a

@@ -127,14 +127,14 @@ def writing(session: Session) -> Iterator[None]:
     session.commit()
 
 
-def end_read(session: Session) -> None:
-    """End the read transaction now, before this threadpool step returns.
+def end_step(session: Session) -> None:
+    """End the session's transaction now, before this threadpool step returns.
 
     FastAPI runs each sync dependency, the endpoint and the response validation as
     separate threadpool steps; a connection kept across them would wait for a thread while
     holding a connection, and a burst could leave every thread waiting for a connection
     that only a waiting request can free. Ending each transaction inside its step keeps
-    the arithmetic in gunicorn.conf.py true. Reads run in autocommit, so this sends nothing
-    to the database; loaded objects stay usable.
+    the arithmetic in gunicorn.conf.py true. Reads and one-statement writes run in
+    autocommit, so this sends nothing to the database; loaded objects stay usable.
     """
     session.commit()

@@ -10,7 +10,7 @@ from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
 
 from task_api.auth.tokens import Claims
-from task_api.db import SessionDep, end_read
+from task_api.db import SessionDep, end_step
 from task_api.errors import Forbidden, Unauthorized
 from task_api.ratelimit import client_address
 from task_api.runtime import get_runtime
@@ -40,7 +40,7 @@ Caller = Annotated[Claims, Depends(authenticate)]
 
 def current_user(caller: Caller, session: SessionDep) -> User:
     user = session.get(User, caller.user_id)
-    end_read(session)
+    end_step(session)
     if user is None or user.token_version != caller.ver:
         raise Unauthorized("Token has been revoked")
     return user

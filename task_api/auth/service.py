@@ -2,7 +2,7 @@ from anyio import from_thread
 from sqlalchemy.orm import Session
 
 from task_api.auth.tokens import Claims, RotationResult, TokenPair, Tokens, TokenType
-from task_api.db import end_read
+from task_api.db import end_step
 from task_api.errors import Unauthorized
 from task_api.users.models import User
 from task_api.users.service import authenticate
@@ -26,7 +26,7 @@ def refresh(session: Session, tokens: Tokens, refresh_token: str | None) -> Toke
     if claims is None:
         raise Unauthorized(BAD_REFRESH_TOKEN)
     user = session.get(User, claims.user_id)
-    end_read(session)
+    end_step(session)
     if user is None or user.token_version != claims.ver:
         raise Unauthorized(BAD_REFRESH_TOKEN)
     result, pair = from_thread.run(tokens.rotate, claims, user.token_version)

@@ -30,7 +30,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from task_api.db import end_read, utcnow, writing
+from task_api.db import end_step, utcnow, writing
 from task_api.errors import NotFound, PreconditionFailed, Unauthorized
 from task_api.tasks.models import Task, TaskCount, TaskPriority
 from task_api.tasks.schemas import TaskCreate, TaskOut, TaskQuery
@@ -65,14 +65,14 @@ def create_task(session: Session, owner_id: int, data: TaskCreate) -> Row[Any]:
         # the owner was deleted after their token was checked: the token is dead now
         session.rollback()
         raise Unauthorized("Token has been revoked") from None
-    end_read(session)
+    end_step(session)
     return task
 
 
 def get_task(session: Session, owner_id: int, task_id: int) -> Row[Any]:
     """The task if `owner_id` owns it: another user's task is missing by construction."""
     task = session.execute(OWNED_TASK, {"task_id": task_id, "owner": owner_id}).one_or_none()
-    end_read(session)
+    end_step(session)
     if task is None:
         raise NotFound(TASK_NOT_FOUND)
     return task
@@ -84,7 +84,7 @@ def list_tasks(session: Session, owner_id: int, filters: TaskQuery) -> tuple[Seq
     filtered_by, values = page_values(owner_id, filters)
     rows = session.execute(page_statement(filtered_by, filters.sort), values).all()
     total = rows[0].total if rows else session.scalar(_total_statement(filtered_by), values) or 0
-    end_read(session)
+    end_step(session)
     return rows, total
 
 
@@ -153,7 +153,7 @@ def update_task(
             _update_statement(frozenset(changes)),
             {**values, "new_updated_at": utcnow(), "task_id": task_id, "owner": owner_id},
         ).one_or_none()
-        end_read(session)
+        end_step(session)
         if updated is None:
             raise NotFound(TASK_NOT_FOUND)
         return updated
@@ -183,7 +183,7 @@ def _update_statement(fields: frozenset[str]) -> Update:
 
 def delete_task(session: Session, owner_id: int, task_id: int) -> None:
     deleted = session.scalar(DELETE_OWNED_TASK, {"task_id": task_id, "owner": owner_id})
-    end_read(session)
+    end_step(session)
     if deleted is None:
         raise NotFound(TASK_NOT_FOUND)
 

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from task_api.auth.passwords import hash_password, verify_password
 from task_api.auth.tokens import Tokens
-from task_api.db import end_read
+from task_api.db import end_step
 from task_api.errors import Conflict, Forbidden, InvalidField, NotFound
 from task_api.users.models import User
 from task_api.users.schemas import AdminUserCreate, UserCreate
@@ -32,7 +32,7 @@ def create_user(session: Session, data: UserCreate | AdminUserCreate, bcrypt_rou
 
 def authenticate(session: Session, email: str, password: str, bcrypt_rounds: int) -> User | None:
     user = session.scalar(select(User).where(User.email == email))
-    end_read(session)
+    end_step(session)
     password_hash = user.password_hash if user else None
     return user if verify_password(password, password_hash, bcrypt_rounds) else None
 
@@ -44,7 +44,7 @@ def get_user(session: Session, user_id: int, actor: User) -> User:
     if not actor.is_admin:
         raise Forbidden("You may only access your own account")
     user = session.get(User, user_id)
-    end_read(session)
+    end_step(session)
     if user is None:
         raise NotFound("User not found")
     return user
@@ -53,7 +53,7 @@ def get_user(session: Session, user_id: int, actor: User) -> User:
 def list_users(session: Session, limit: int, offset: int) -> tuple[list[User], int]:
     users = list(session.scalars(select(User).order_by(User.id).limit(limit).offset(offset)))
     total = session.scalar(select(func.count()).select_from(User)) or 0
-    end_read(session)
+    end_step(session)
     return users, total
 
 

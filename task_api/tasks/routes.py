@@ -8,10 +8,9 @@ from task_api.db import SessionDep
 from task_api.errors import error_responses
 from task_api.pagination import MAX_OFFSET
 from task_api.responses import ModelResponse
-from task_api.schemas import Page
 from task_api.tasks import service
 from task_api.tasks.models import Task
-from task_api.tasks.schemas import TaskCreate, TaskOut, TaskQuery, TaskReplace, TaskUpdate, etag_of
+from task_api.tasks.schemas import TaskCreate, TaskOut, TaskPage, TaskQuery, TaskReplace, TaskUpdate, etag_of
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
 TaskId = Annotated[int, Path(ge=1, le=MAX_OFFSET)]
@@ -40,11 +39,10 @@ def create_task(data: TaskCreate, session: SessionDep, caller: Caller) -> ModelR
     return _task_response(task, 201, Location=f"/tasks/{task.id}")
 
 
-@router.get("", response_model=Page[TaskOut], responses=error_responses(401))
+@router.get("", response_model=TaskPage, responses=error_responses(401))
 def list_tasks(query: Annotated[TaskQuery, Query()], session: SessionDep, caller: Caller) -> ModelResponse:
-    rows, total = service.list_tasks(session, caller.user_id, query)
-    items = [TaskOut.model_validate(row) for row in rows]
-    return ModelResponse(Page(items=items, total=total, limit=query.limit, offset=query.offset))
+    tasks, total = service.list_tasks(session, caller.user_id, query)
+    return ModelResponse(TaskPage(items=tasks, total=total, limit=query.limit, offset=query.offset))
 
 
 @router.get(

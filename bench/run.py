@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx2
 from redis import Redis
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import make_url
 
@@ -209,7 +209,7 @@ def run_wrk(
 
 
 def run_scale(
-    url: str, args: argparse.Namespace, data_dir: Path, population: seed.Population, engine: object
+    url: str, args: argparse.Namespace, data_dir: Path, population: seed.Population, engine: Engine
 ) -> list[dict[str, object]]:
     """p50 per owner size for each query shape, at low concurrency, with the plan PostgreSQL chose."""
     rows = []
@@ -240,7 +240,7 @@ def run_scale(
     return rows
 
 
-def explain(engine: object, owner_id: int, query: str) -> list[str]:
+def explain(engine: Engine, owner_id: int, query: str) -> list[str]:
     params: dict[str, object] = {}
     for pair in query.split("&"):
         name, value = pair.split("=")
@@ -250,9 +250,17 @@ def explain(engine: object, owner_id: int, query: str) -> list[str]:
     filters = TaskQuery.model_validate(params)
     filtered_by, values = page_values(owner_id, filters)
     statement = page_statement(filtered_by, filters.sort).params(values)
-    sql = str(statement.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}))
-    with engine.connect() as connection:  # type: ignore[attr-defined]
-        return list(connection.execute(text("EXPLAIN " + sql)).scalars())
+    # The values rendered in, by a dialect that leaves `%` single, run on a bare DB-API cursor:
+    # psycopg2 reads `%` as a placeholder only when parameters come with the query.
+    dialect = postgresql.dialect(paramstyle="named")
+    sql = str(statement.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
+    connection = engine.raw_connection()
+    try:
+        cursor = connection.cursor()
+        cursor.execute("EXPLAIN " + sql)
+        return [line for (line,) in cursor.fetchall()]
+    finally:
+        connection.close()
 
 
 def print_report(report: dict[str, object]) -> None:

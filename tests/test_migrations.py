@@ -76,18 +76,3 @@ def test_newest_first_listing_is_served_by_an_index_without_a_sort(db):
 
     assert "ix_tasks_owner_created" in plan
     assert "Sort" not in plan
-
-
-@pytest.mark.postgres_only
-def test_trigram_indexes_write_through_with_no_pending_list(db):
-    options = dict(
-        db.execute(
-            text("SELECT relname, reloptions FROM pg_class WHERE relname IN (:title, :description)"),
-            {"title": "ix_tasks_owner_title_trgm", "description": "ix_tasks_owner_description_trgm"},
-        ).all()
-    )
-
-    assert options == {
-        "ix_tasks_owner_title_trgm": ["fastupdate=off"],
-        "ix_tasks_owner_description_trgm": ["fastupdate=off"],
-    }

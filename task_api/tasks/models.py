@@ -31,8 +31,7 @@ class Task(Base):
     __table_args__ = (
         # serves "this owner's tasks, newest first" by a backward scan, with no sort step
         Index("ix_tasks_owner_created", "owner_id", "created_at", "id"),
-        # serve `q` (ILIKE '%...%') within one owner's tasks; PostgreSQL only (pg_trgm, btree_gin),
-        # written through so no search reads a pending list (migration 0003)
+        # serve `q` (ILIKE '%...%') within one owner's tasks; PostgreSQL only (pg_trgm, btree_gin)
         *(
             Index(
                 f"ix_tasks_owner_{column}_trgm",
@@ -40,7 +39,6 @@ class Task(Base):
                 column,
                 postgresql_using="gin",
                 postgresql_ops={column: "gin_trgm_ops"},
-                postgresql_with={"fastupdate": "off"},
             )
             for column in ("title", "description")
         ),

@@ -37,6 +37,7 @@ from task_api.tasks.schemas import TaskCreate, TaskOut, TaskQuery
 TASK_NOT_FOUND = "Task not found"
 
 TASKS = Task.__table__
+COUNTS = TaskCount.__table__
 PRIORITY_RANK = case({TaskPriority.low: 0, TaskPriority.medium: 1, TaskPriority.high: 2}, value=TASKS.c.priority)
 SORT_KEYS: dict[str, ColumnElement[Any]] = {
     "created_at": TASKS.c.created_at,
@@ -81,8 +82,8 @@ def get_task(session: Session, owner_id: int, task_id: int) -> Row[Any]:
 def list_tasks(session: Session, owner_id: int, filters: TaskQuery) -> tuple[list[dict[str, Any]], int]:
     """One page of the owner's tasks and the count of all that match, in one query where it can.
 
-    The tasks come as dicts of their fields: a response model validates a dict in a third of
-    the time it takes to read the same fields off a Row's attributes.
+    The tasks come as dicts of their fields: a response model validates a dict in less than
+    half the time it takes to read the same fields off a Row's attributes.
     """
     filtered_by, values = page_values(owner_id, filters)
     rows = session.execute(page_statement(filtered_by, filters.sort), values).all()
@@ -127,12 +128,11 @@ def _total(filtered_by: frozenset[str]) -> ScalarSelect[int]:
     few rows, however many tasks the owner has), counted over the matching rows otherwise."""
     if _counts_rows(filtered_by):
         return _filtered(select(func.count()).select_from(TASKS), filtered_by).scalar_subquery()
-    counts = TaskCount.__table__.c
-    counted = select(func.coalesce(func.sum(counts.n), 0)).where(counts.owner_id == bindparam("owner"))
+    counted = select(func.coalesce(func.sum(COUNTS.c.n), 0)).where(COUNTS.c.owner_id == bindparam("owner"))
     if "status" in filtered_by:
-        counted = counted.where(counts.status.in_(bindparam("status", expanding=True)))
+        counted = counted.where(COUNTS.c.status.in_(bindparam("status", expanding=True)))
     if "priority" in filtered_by:
-        counted = counted.where(counts.priority.in_(bindparam("priority", expanding=True)))
+        counted = counted.where(COUNTS.c.priority.in_(bindparam("priority", expanding=True)))
     return counted.scalar_subquery()
 
 

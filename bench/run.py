@@ -36,8 +36,8 @@ TOKEN_MINUTES = 120  # the tokens minted before the run must outlive it
 SCENARIOS = ("health", "read", "list", "write", "login")  # login last: its queue drains slowly
 WARM_UP_S = 3  # each scenario first runs this long unmeasured, so pools and caches are filled (login: too slow)
 # One connection times a request's own latency. At 4, the kernel's hash of wrk's ports
-# spread the connections 4/0, 3/1 or 2/2 over the two workers, which moved a run's p50 by
-# up to 1.8x whatever the data.
+# spreads the connections 2/2, 3/1 or 4/0 over the two workers, and the split, whatever the
+# data, set a run's p50 (newest, 100 tasks: 2.2 ms at 2/2, 4.1 ms at 4/0).
 SCALE_CONNECTIONS = 1
 SCALE_ROUNDS = 3
 SCALE_SHAPES = {

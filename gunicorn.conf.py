@@ -37,8 +37,9 @@ if settings.redis_url is None and workers > 1:
 worker_class = "uvicorn_worker.UvicornWorker"
 bind = f"{settings.host}:{settings.port}"
 forwarded_allow_ips = settings.forwarded_allow_ips
-# Each worker listens on its own SO_REUSEPORT socket and the kernel spreads connections
-# evenly; on one shared socket the first worker to wake accepts a whole burst of them.
+# Each worker listens on its own SO_REUSEPORT socket and the kernel spreads connections by a
+# hash of their addresses (evenly over many, not over a few); on one shared socket the first
+# worker to wake accepts a whole burst of them.
 reuse_port = True
 
 timeout = 30

@@ -305,7 +305,7 @@ def print_report(report: dict[str, object]) -> None:
     print()
     print(
         f"scale: {report['scale_rounds']} rounds of {report['scale_duration_s']}s per shape and size, "
-        f"{report['scale_connections']} connection; each p50 is its median round's"
+        f"connections: {report['scale_connections']}; each row is its median round (by p50)"
     )
     print(f"{'scale shape':<12}{'tasks':>10}{'p50 ms':>10}{'x p50@100':>11}{'p99 ms':>10}{'errors':>8}  seq scan")
     smallest: dict[str, float] = {}

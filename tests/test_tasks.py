@@ -283,11 +283,12 @@ def test_list_is_empty_for_a_user_without_tasks(client, headers):
 
 
 def test_listed_items_equal_the_single_task_representation(client, owner, headers):
-    task = TaskFactory(owner=owner, description="same", due_date=T0)
+    task = TaskFactory(owner=owner, description="same", due_date=T0, created_at=T0, updated_at=T0 + timedelta(days=1))
 
     item = list_tasks(client, headers)["items"][0]
 
     assert item == client.get(f"/tasks/{task.id}", headers=headers).json()
+    assert (utc(item["created_at"]), utc(item["updated_at"])) == (T0, T0 + timedelta(days=1))
 
 
 @pytest.mark.parametrize(

@@ -89,7 +89,7 @@ def list_tasks(session: Session, owner_id: int, filters: TaskQuery) -> tuple[lis
     rows = session.execute(page_statement(filtered_by, filters.sort), values).all()
     total = rows[0].total if rows else session.scalar(_total_statement(filtered_by), values) or 0
     end_step(session)
-    return [dict(zip(TASK_FIELDS, row, strict=False)) for row in rows], total  # all but `total`
+    return [dict(zip(TASK_FIELDS, row[:-1], strict=True)) for row in rows], total
 
 
 def page_values(owner_id: int, filters: TaskQuery) -> tuple[frozenset[str], dict[str, Any]]:

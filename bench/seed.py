@@ -1,6 +1,5 @@
 """Benchmark data, made by PostgreSQL itself (generate_series) so a million rows take seconds."""
 
-import asyncio
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,7 +75,7 @@ def _insert_tasks(connection: object, owners: str, per_owner: int) -> None:
 def write_data_files(population: Population, settings: Settings, directory: Path, engine: Engine) -> None:
     """Tokens (minted as /login would, with their families in Redis) and ids for the wrk scripts."""
     owners = [*population.spread_owners, *population.scale_owners.values()]
-    tokens_by_owner = dict(zip(owners, asyncio.run(_access_tokens(settings, owners)), strict=True))
+    tokens_by_owner = dict(zip(owners, _access_tokens(settings, owners), strict=True))
     with engine.connect() as connection:
         owned = connection.execute(
             text(
@@ -94,9 +93,11 @@ def write_data_files(population: Population, settings: Settings, directory: Path
         (directory / f"scale-{size}.txt").write_text(f"{tokens_by_owner[owner]}\n")
 
 
-async def _access_tokens(settings: Settings, owners: list[int]) -> list[str]:
+def _access_tokens(settings: Settings, owners: list[int]) -> list[str]:
     redis = create_redis(settings)
     tokens = Tokens(settings, redis)
-    pairs = await asyncio.gather(*(tokens.start_family(owner, 0) for owner in owners))
-    await redis.connection_pool.disconnect()
+    pairs = [tokens.start_family(owner, 0) for owner in owners]
+    redis.connection_pool.disconnect()
+    if None in pairs:
+        raise RuntimeError("a benchmark login was refused: is the database freshly seeded?")
     return [pair.access_token for pair in pairs if pair is not None]

@@ -2,22 +2,19 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio.to_thread
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi_offline import FastAPIOffline
 
-from task_api.auth.guard import GuardMiddleware
+from task_api.auth.deps import spend_budget
 from task_api.auth.routes import router as auth_router
 from task_api.config import Settings
 from task_api.errors import install_error_handlers
 from task_api.health import router as health_router
 from task_api.logs import configure_logging
 from task_api.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
-from task_api.runtime import Runtime
+from task_api.runtime import DOCS_ASSETS, Runtime
 from task_api.tasks.routes import router as tasks_router
 from task_api.users.routes import router as users_router
-
-DOCS = ("/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json")
-DOCS_ASSETS = "/static-offline-docs/"
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -29,7 +26,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.threadpool_size
         yield
-        await runtime.close()
+        runtime.close()
 
     app = FastAPIOffline(  # Swagger UI and ReDoc from assets the app serves itself, no CDN
         title="task_api",
@@ -40,18 +37,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         static_url=DOCS_ASSETS,
     )
     app.state.runtime = runtime
+    limited = [Depends(spend_budget)]  # first of each route's dependencies: a 429 comes before any database work
     app.include_router(health_router)
-    app.include_router(auth_router)
-    app.include_router(auth_router, prefix="/auth", include_in_schema=False)
-    app.include_router(users_router)
-    app.include_router(tasks_router)
+    app.include_router(auth_router, dependencies=limited)
+    app.include_router(auth_router, prefix="/auth", include_in_schema=False, dependencies=limited)
+    app.include_router(users_router, dependencies=limited)
+    app.include_router(tasks_router, dependencies=limited)
     install_error_handlers(app)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_middleware(
-        GuardMiddleware,  # every request but health and the docs spends a budget, even to an unknown path
-        runtime=runtime,
-        unlimited=frozenset({"/health", "/ready", *DOCS}),
-        unlimited_prefix=DOCS_ASSETS,
-    )
     app.add_middleware(RequestContextMiddleware)
     return app

@@ -1,24 +1,22 @@
-"""The process's Redis client: asyncio, so the per-request check runs on the event loop and
-costs no threadpool step."""
+"""The process's Redis client: one synchronous connection pool, used from threadpool threads."""
 
-from fakeredis import FakeAsyncConnection, FakeServer
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.retry import Retry
+from fakeredis import FakeConnection, FakeServer
+from redis import BlockingConnectionPool, Redis
 from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from task_api.config import Settings
 
 
 def create_redis(settings: Settings) -> Redis:
-    """One pool per process, created after gunicorn forks; its connections belong to the event
-    loop that opens them, and the app closes them when that loop stops serving.
+    """One pool per process, created after gunicorn forks (each worker imports the app itself).
 
-    The pool waits for a free connection rather than failing, so a burst of requests queues
-    instead of opening a connection each. Without REDIS_URL it talks to fakeredis, a Redis
-    that lives in this process.
+    The pool waits up to REDIS_SOCKET_TIMEOUT for a free connection, then fails (a 503), so a
+    burst queues briefly instead of opening a connection each. Without REDIS_URL it talks to
+    fakeredis, a Redis that lives in this process.
     """
     if settings.redis_url is None:
-        pool = BlockingConnectionPool(connection_class=FakeAsyncConnection, server=FakeServer(), decode_responses=True)
+        pool = BlockingConnectionPool(connection_class=FakeConnection, server=FakeServer(), decode_responses=True)
     else:
         pool = BlockingConnectionPool.from_url(
             settings.redis_url,

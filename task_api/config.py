@@ -1,6 +1,6 @@
 from typing import Literal
 
-from limits import parse
+from limits import parse_many
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -51,8 +51,9 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check(self) -> "Settings":
-        parse(self.rate_limit)
-        parse(self.auth_rate_limit)
+        for name, limit in (("RATE_LIMIT", self.rate_limit), ("AUTH_RATE_LIMIT", self.auth_rate_limit)):
+            if len(parse_many(limit)) != 1:
+                raise ValueError(f"{name} must be one limit, such as 100/minute")
         if self.threadpool_size > self.db_pool_size + self.db_max_overflow:
             raise ValueError(
                 "THREADPOOL_SIZE must not exceed DB_POOL_SIZE + DB_MAX_OVERFLOW: every running thread may hold "

@@ -68,7 +68,21 @@ def app_error(_: Request, exc: AppError) -> JSONResponse:
     return _json(exc.status_code, exc.detail, exc.headers)
 
 
+def _spend_late(request: Request) -> JSONResponse | None:
+    """Spend the budget of a request that failed before its route's dependencies could; the
+    429 or 503 that this may bring, if it does."""
+    try:
+        request.app.state.runtime.guard.check_late(request)
+    except RateLimited as exc:
+        return app_error(request, exc)
+    except RedisError as exc:
+        return redis_unavailable(request, exc)
+    return None
+
+
 def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    if refused := _spend_late(request):
+        return refused
     if exc.status_code == 400:
         # FastAPI answers 400 to a body it cannot decode (not UTF-8, say); the contract says 422.
         error = {"type": "body_invalid", "loc": ["body"], "msg": "Request body could not be decoded"}
@@ -76,9 +90,11 @@ def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
     return _json(exc.status_code, exc.detail, exc.headers)
 
 
-def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
     """FastAPI's 422 shape, holding only what the contract names (`loc`, `msg`, `type`): the
     rejected input is not echoed back, so a refused password never travels in a response."""
+    if refused := _spend_late(request):
+        return refused
     errors = [{"type": error["type"], "loc": error["loc"], "msg": error["msg"]} for error in exc.errors()]
     return _json(422, errors)
 

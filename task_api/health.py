@@ -2,7 +2,6 @@
 
 from typing import Literal
 
-from anyio import from_thread
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
@@ -55,7 +54,7 @@ def ready(request: Request) -> JSONResponse:
     except SQLAlchemyError:
         database = "unavailable"
     try:
-        from_thread.run(runtime.redis.ping)
+        runtime.redis.ping()
         redis: Check = "ok"
     except RedisError:
         redis = "unavailable"

@@ -43,9 +43,7 @@ class RequestContextMiddleware:
                 status = message["status"]
                 headers = MutableHeaders(scope=message)
                 headers[REQUEST_ID_HEADER] = request_id
-                quota = state.get("quota")
-                if quota is not None:
-                    headers.update(quota.headers())
+                headers.update(state.get("rate_limit_headers", {}))
             await send(message)
 
         try:

@@ -1,6 +1,6 @@
 from dataclasses import dataclass
 
-from redis.asyncio import Redis
+from redis import Redis
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.requests import Request
@@ -9,7 +9,11 @@ from task_api.auth.tokens import Tokens
 from task_api.cache import create_redis
 from task_api.config import Settings
 from task_api.db import create_db_engine, create_session_factory
-from task_api.ratelimit import RateLimiter
+from task_api.ratelimit import Guard
+
+# Never rate-limited: the probes, and the docs with the assets they load.
+UNLIMITED = frozenset({"/health", "/ready", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+DOCS_ASSETS = "/static-offline-docs/"
 
 
 @dataclass
@@ -21,24 +25,25 @@ class Runtime:
     session_factory: sessionmaker[Session]
     redis: Redis
     tokens: Tokens
-    limiter: RateLimiter
+    guard: Guard
 
     @classmethod
     def start(cls, settings: Settings) -> "Runtime":
         engine = create_db_engine(settings)
         redis = create_redis(settings)
+        tokens = Tokens(settings, redis)
         return cls(
             settings=settings,
             engine=engine,
             session_factory=create_session_factory(engine),
             redis=redis,
-            tokens=Tokens(settings, redis),
-            limiter=RateLimiter(settings, redis),
+            tokens=tokens,
+            guard=Guard(settings, tokens, redis, UNLIMITED, DOCS_ASSETS),
         )
 
-    async def close(self) -> None:
-        """Close both pools; they reconnect if used again (tests serve one app from many loops)."""
-        await self.redis.connection_pool.disconnect()
+    def close(self) -> None:
+        """Close both pools; they reconnect if used again (tests serve one app many times)."""
+        self.redis.connection_pool.disconnect()
         self.engine.dispose()
 
 

@@ -18,7 +18,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import anyio
 import httpx2
 import pytest
 from alembic import command
@@ -98,7 +97,7 @@ def settings(database_url: str) -> Settings:
 def app(settings: Settings) -> Iterator[FastAPI]:
     application = create_app(settings)
     yield application
-    anyio.run(application.state.runtime.close)
+    application.state.runtime.close()
 
 
 @pytest.fixture
@@ -113,7 +112,7 @@ def make_app(settings: Settings) -> Iterator[Callable[..., FastAPI]]:
 
     yield build
     for application in built:
-        anyio.run(application.state.runtime.close)
+        application.state.runtime.close()
 
 
 @pytest.fixture

@@ -1,7 +1,9 @@
-"""Who is calling, as the guard (auth/guard.py) found out before the route ran.
+"""Rate limits and who is calling.
 
-`Caller` costs no I/O: the guard already checked the token and its revocation. Routes that
-need the user's row ask for `CurrentUser`, which loads it.
+Every limited route first runs `spend_budget` (a router dependency): one Redis round trip
+spends the caller's budget and checks the bearer token's revocation, before any database
+work. `Caller` then costs no I/O; routes that need the user's row ask for `CurrentUser`,
+which loads it.
 """
 
 from typing import Annotated
@@ -12,7 +14,6 @@ from fastapi.security import OAuth2PasswordBearer
 from task_api.auth.tokens import Claims
 from task_api.db import SessionDep, end_step
 from task_api.errors import Forbidden, Unauthorized
-from task_api.ratelimit import client_address
 from task_api.runtime import get_runtime
 from task_api.users.models import User
 
@@ -20,14 +21,18 @@ bearer_token = OAuth2PasswordBearer(tokenUrl="/login", auto_error=False)
 BearerToken = Annotated[str | None, Depends(bearer_token)]
 
 
-async def auth_rate_limit(request: Request) -> None:
+def spend_budget(request: Request) -> None:
+    """The budget every limited route shares, the user's or the address's."""
+    get_runtime(request).guard.check(request)
+
+
+def spend_auth_budget(request: Request) -> None:
     """The stricter per-address budget of /login and /register."""
-    limiter = get_runtime(request).limiter
-    await limiter.spend(request, limiter.auth, f"auth:addr:{client_address(request)}")
+    get_runtime(request).guard.check_auth(request)
 
 
 async def authenticate(request: Request, _: BearerToken) -> Claims:
-    """The claims of the caller's live token, as the guard found them (`BearerToken` declares the
+    """The claims of the caller's live token, as `spend_budget` found them (`BearerToken` declares the
     scheme in the OpenAPI schema, so Swagger UI sends the token)."""
     caller: Claims | None = getattr(request.state, "caller", None)
     if caller is None:

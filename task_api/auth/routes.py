@@ -6,7 +6,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from task_api.auth import service
-from task_api.auth.deps import Caller, CurrentUser, auth_rate_limit
+from task_api.auth.deps import Caller, CurrentUser, spend_auth_budget
 from task_api.auth.schemas import LoginRequest, RefreshRequest
 from task_api.auth.tokens import TokenPair
 from task_api.db import SessionDep
@@ -61,7 +61,7 @@ async def login_credentials(request: Request) -> LoginRequest:
     "/register",
     status_code=201,
     response_model=UserOut,
-    dependencies=[Depends(auth_rate_limit)],
+    dependencies=[Depends(spend_auth_budget)],
     responses=error_responses(409, 413),
 )
 def register(data: UserCreate, request: Request, session: SessionDep) -> ModelResponse:
@@ -72,7 +72,7 @@ def register(data: UserCreate, request: Request, session: SessionDep) -> ModelRe
 @router.post(
     "/login",
     response_model=TokenPair,
-    dependencies=[Depends(auth_rate_limit)],
+    dependencies=[Depends(spend_auth_budget)],
     responses={
         422: {
             "description": "Validation Error",

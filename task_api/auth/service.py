@@ -1,4 +1,3 @@
-from anyio import from_thread
 from sqlalchemy.orm import Session
 
 from task_api.auth.tokens import Claims, RotationResult, TokenPair, Tokens, TokenType
@@ -15,7 +14,7 @@ def login(session: Session, tokens: Tokens, email: str, password: str, bcrypt_ro
     user = authenticate(session, email, password, bcrypt_rounds)
     if user is None:
         raise Unauthorized(BAD_CREDENTIALS)
-    pair = from_thread.run(tokens.start_family, user.id, user.token_version)
+    pair = tokens.start_family(user.id, user.token_version)
     if pair is None:  # the password changed while it was being checked
         raise Unauthorized(BAD_CREDENTIALS)
     return pair
@@ -29,7 +28,7 @@ def refresh(session: Session, tokens: Tokens, refresh_token: str | None) -> Toke
     end_step(session)
     if user is None or user.token_version != claims.ver:
         raise Unauthorized(BAD_REFRESH_TOKEN)
-    result, pair = from_thread.run(tokens.rotate, claims, user.token_version)
+    result, pair = tokens.rotate(claims, user.token_version)
     if result is RotationResult.reused:
         raise Unauthorized("Refresh token reuse detected: this session has been revoked")
     if pair is None:
@@ -43,10 +42,10 @@ def logout(tokens: Tokens, access: Claims, refresh_token: str | None) -> None:
     refresh_claims = tokens.decode(refresh_token, TokenType.refresh) if refresh_token else None
     if refresh_claims is not None and refresh_claims.sub == access.sub:
         families.add(refresh_claims.fam)
-    from_thread.run(tokens.revoke_family, *families)
+    tokens.revoke_family(*families)
 
 
 def logout_everywhere(session: Session, tokens: Tokens, user: User) -> None:
-    from_thread.run(tokens.revoke_user, user.id, user.token_version + 1)
+    tokens.revoke_user(user.id, user.token_version + 1)
     user.token_version += 1
     session.commit()

@@ -21,7 +21,7 @@ from typing import Literal
 
 import jwt
 from pydantic import BaseModel, ConfigDict, ValidationError
-from redis.asyncio import Redis
+from redis import Redis
 
 from task_api.config import Settings
 
@@ -134,17 +134,17 @@ class Tokens:
             raise jwt.InvalidTokenError("the subject is not a user id")
         return claims
 
-    async def start_family(self, user_id: int, token_version: int) -> TokenPair | None:
+    def start_family(self, user_id: int, token_version: int) -> TokenPair | None:
         """A new login's tokens; None when the user's tokens were revoked after `token_version` was read."""
         family, jti = uuid.uuid4().hex, uuid.uuid4().hex
         ttl = int(self.refresh_ttl.total_seconds())
-        started = await self._start_family(
+        started = self._start_family(
             keys=[FAMILY_PREFIX + family, USER_FAMILIES_PREFIX + str(user_id), USER_MIN_VERSION_PREFIX + str(user_id)],
             args=[jti, ttl, family, token_version],
         )
         return self._issue_pair(user_id, token_version, family, jti) if started else None
 
-    async def rotate(self, claims: Claims, token_version: int) -> tuple[RotationResult, TokenPair | None]:
+    def rotate(self, claims: Claims, token_version: int) -> tuple[RotationResult, TokenPair | None]:
         """Swap a refresh token for a new pair; a refresh token seen twice kills its family.
 
         The family stays listed among the user's for as long as its newest refresh token lives.
@@ -152,16 +152,16 @@ class Tokens:
         jti = uuid.uuid4().hex
         key = FAMILY_PREFIX + claims.fam
         families = USER_FAMILIES_PREFIX + claims.sub
-        async with self._redis.pipeline(transaction=True) as pipeline:
+        with self._redis.pipeline(transaction=True) as pipeline:
             pipeline.set(key, jti, xx=True, get=True, ex=self.refresh_ttl)
             pipeline.sadd(families, claims.fam)
             pipeline.expire(families, self.refresh_ttl)
-            previous = (await pipeline.execute())[0]
+            previous = pipeline.execute()[0]
         if previous == claims.jti:
             return RotationResult.rotated, self._issue_pair(claims.user_id, token_version, claims.fam, jti)
         if previous is None:
             return RotationResult.dead, None
-        await self._redis.delete(key)
+        self._redis.delete(key)
         return RotationResult.reused, None
 
     @staticmethod
@@ -169,13 +169,13 @@ class Tokens:
         """The Redis key that exists while the login behind these claims is alive."""
         return FAMILY_PREFIX + claims.fam
 
-    async def revoke_family(self, *families: str) -> None:
-        await self._redis.delete(*(FAMILY_PREFIX + family for family in families))
+    def revoke_family(self, *families: str) -> None:
+        self._redis.delete(*(FAMILY_PREFIX + family for family in families))
 
-    async def revoke_user(self, user_id: int, new_version: int) -> None:
+    def revoke_user(self, user_id: int, new_version: int) -> None:
         """Every token the user holds stops working, and no login that read an older version of
         the user's row (a password check racing a password change) can start a new one."""
-        await self._revoke_user(
+        self._revoke_user(
             keys=[USER_FAMILIES_PREFIX + str(user_id), USER_MIN_VERSION_PREFIX + str(user_id)],
             args=[FAMILY_PREFIX, new_version, int(self.refresh_ttl.total_seconds())],
         )

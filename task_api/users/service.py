@@ -2,7 +2,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from anyio import from_thread
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -77,7 +76,7 @@ def update_user(
                 raise InvalidField("current_password", "current_password is incorrect")
         changes["password_hash"] = hash_password(password, bcrypt_rounds)
         changes["token_version"] = user.token_version + 1
-        from_thread.run(tokens.revoke_user, user.id, changes["token_version"])
+        tokens.revoke_user(user.id, changes["token_version"])
     for field, value in changes.items():
         setattr(user, field, value)
     with _unique_email(session):
@@ -86,7 +85,7 @@ def update_user(
 
 
 def delete_user(session: Session, tokens: Tokens, user: User) -> None:
-    from_thread.run(tokens.revoke_user, user.id, user.token_version + 1)
+    tokens.revoke_user(user.id, user.token_version + 1)
     session.delete(user)
     session.commit()
 

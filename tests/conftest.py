@@ -223,3 +223,46 @@ def start_server(database_url, redis, tmp_path) -> Iterator[Callable[..., Server
     for server in servers:
         server.process.terminate()
         server.process.wait(timeout=30)
+
+
+REDIS_SERVER = shutil.which("redis-server")
+
+
+def start_redis(port: int) -> subprocess.Popen[bytes]:
+    assert REDIS_SERVER is not None
+    server = subprocess.Popen(
+        # DEBUG SLEEP (allowed from loopback) plays a Redis slower than its timeout
+        [
+            REDIS_SERVER,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--enable-debug-command",
+            "local",
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return server
+        time.sleep(0.05)
+    raise AssertionError("redis-server did not start")
+
+
+@pytest.fixture
+def own_redis() -> Iterator[tuple[int, list[subprocess.Popen[bytes]]]]:
+    if REDIS_SERVER is None:
+        pytest.skip("redis-server is not installed")
+    port = free_port()
+    servers = [start_redis(port)]
+    yield port, servers
+    for server in servers:
+        server.terminate()
+        server.wait(timeout=10)

@@ -1,15 +1,9 @@
-import shutil
-import socket
-import subprocess
-import time
-from collections.abc import Iterator
-
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
-from tests.conftest import free_port
+from tests.conftest import start_redis
 from tests.factories import UserFactory
 
 
@@ -113,36 +107,6 @@ def test_the_service_recovers_when_database_connections_are_cut(client, db, auth
     assert [client.get("/users/me", headers=headers).status_code for _ in range(3)] == [200, 200, 200]
 
 
-REDIS_SERVER = shutil.which("redis-server")
-
-
-def _start_redis(port: int) -> subprocess.Popen[bytes]:
-    assert REDIS_SERVER is not None
-    server = subprocess.Popen(
-        [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return server
-        time.sleep(0.05)
-    raise AssertionError("redis-server did not start")
-
-
-@pytest.fixture
-def own_redis() -> Iterator[tuple[int, list[subprocess.Popen[bytes]]]]:
-    if REDIS_SERVER is None:
-        pytest.skip("redis-server is not installed")
-    port = free_port()
-    servers = [_start_redis(port)]
-    yield port, servers
-    for server in servers:
-        server.terminate()
-        server.wait(timeout=10)
-
-
 def test_the_service_recovers_when_redis_comes_back(make_app, db, own_redis):
     port, servers = own_redis
     with TestClient(make_app(redis_url=f"redis://127.0.0.1:{port}/0", redis_socket_timeout=0.5)) as client:
@@ -150,7 +114,7 @@ def test_the_service_recovers_when_redis_comes_back(make_app, db, own_redis):
         servers[0].terminate()
         servers[0].wait(timeout=10)
         assert client.get("/users/me").status_code == 503
-        servers.append(_start_redis(port))
+        servers.append(start_redis(port))
         assert client.get("/users/me").status_code == 401
 
 

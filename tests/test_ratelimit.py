@@ -1,11 +1,15 @@
 import re
+import threading
 import time
 
 import httpx2
+import pytest
 from fastapi.testclient import TestClient
+from redis import Redis
 from sqlalchemy import event, func, select
 
 from task_api.models import Task
+from tests.conftest import PASSWORD, Server
 from tests.factories import TaskFactory, UserFactory
 
 LIMIT = 100
@@ -181,3 +185,100 @@ def test_health_and_the_docs_spend_no_budget(make_app, db):
     assert assets
     assert {response.status_code for response in responses} == {200}
     assert not [response for response in responses if "X-RateLimit-Limit" in response.headers]
+
+
+def test_no_header_is_written_twice(make_app, db, auth_headers):
+    user = UserFactory()
+    headers = auth_headers(user)
+    with TestClient(make_app(rate_limit="3/minute")) as client:
+        responses = [
+            client.get("/tasks", headers=headers),
+            client.get("/tasks/999999", headers=headers),
+            client.post("/tasks", json={}, headers=headers),
+            client.get("/tasks", headers=headers),
+            client.get("/no/such/path"),
+            client.post("/login", json={"email": user.email, "password": PASSWORD}),
+        ]
+
+    assert [response.status_code for response in responses] == [200, 404, 422, 429, 404, 200]
+    for response in responses:
+        names = [name.lower() for name, _ in response.headers.multi_items()]
+        assert len(names) == len(set(names)), names
+        assert "x-ratelimit-remaining" in names
+
+
+def test_the_login_budget_refuses_even_with_the_shared_budget_left(make_app, db):
+    user = UserFactory()
+    with TestClient(make_app(auth_rate_limit="2/minute")) as client:
+        statuses = [
+            client.post("/login", json={"email": user.email, "password": PASSWORD}).status_code for _ in range(3)
+        ]
+        me = client.get("/users/me")
+
+    assert statuses == [200, 200, 429]
+    assert me.status_code == 401
+    assert me.headers["X-RateLimit-Remaining"] == str(LIMIT - 4)
+
+
+def test_slowapi_variables_cannot_make_the_limits_fail_open(make_app, monkeypatch):
+    monkeypatch.setenv("RATELIMIT_SWALLOW_ERRORS", "true")
+
+    with pytest.raises(ValueError, match="RATELIMIT_"):
+        make_app()
+
+
+def test_redis_slower_than_its_timeout_fails_closed(make_app, db, own_redis):
+    port, _ = own_redis
+    blocker = Redis(port=port)
+    with TestClient(make_app(redis_url=f"redis://127.0.0.1:{port}/0", redis_socket_timeout=0.3)) as client:
+        assert client.get("/tasks").status_code == 401
+        sleeper = threading.Thread(target=blocker.execute_command, args=("DEBUG", "SLEEP", "2"))
+        sleeper.start()
+        time.sleep(0.1)
+        response = client.get("/tasks")
+        sleeper.join()
+
+    assert response.status_code == 503
+    assert response.json() == {"detail": "Token and rate-limit store unavailable"}
+    assert response.headers["Retry-After"]
+
+
+def test_an_exhausted_redis_pool_fails_closed(make_app, db):
+    app = make_app(redis_max_connections=1, redis_socket_timeout=0.3)
+    with TestClient(app) as client:
+        pool = app.state.runtime.redis.connection_pool
+        held = pool.get_connection()
+        try:
+            response = client.get("/tasks")
+        finally:
+            pool.release(held)
+        after = client.get("/tasks")
+
+    assert response.status_code == 503
+    assert response.headers["Retry-After"]
+    assert after.status_code == 401
+
+
+def test_the_first_request_after_redis_forgets_its_scripts_is_served(client, db, auth_headers, redis):
+    headers = auth_headers(UserFactory())
+    assert client.get("/tasks", headers=headers).status_code == 200
+    redis.script_flush()
+
+    response = client.get("/tasks", headers=headers)
+
+    assert response.status_code == 200
+    assert response.headers["X-RateLimit-Remaining"] == str(LIMIT - 2)
+
+
+def test_x_forwarded_for_counts_only_from_trusted_peers(start_server):
+    trusted = start_server(RATE_LIMIT="2/minute", FORWARDED_ALLOW_IPS="127.0.0.1")
+    untrusted = start_server(RATE_LIMIT="2/minute", FORWARDED_ALLOW_IPS="192.0.2.1")
+
+    def statuses(server: Server) -> list[int]:
+        return [
+            httpx2.get(f"{server.url}/tasks", headers={"X-Forwarded-For": f"198.51.100.{index}"}).status_code
+            for index in range(3)
+        ]
+
+    assert statuses(trusted) == [401, 401, 401]
+    assert statuses(untrusted) == [401, 401, 429]

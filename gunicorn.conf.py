@@ -4,26 +4,30 @@ Every value comes from the same Settings as the app (WEB_CONCURRENCY, PORT, HOST
 FORWARDED_ALLOW_IPS, ...).
 
 Connections, threads and workers, chosen together:
-- Each worker runs sync endpoints and dependencies on THREADPOOL_SIZE threads. Measured
-  with bench/ on 2 cores: 2 threads gave the most requests/s and the shortest tail (every
-  step is a short wait on Redis or PostgreSQL; more threads only fight over the GIL).
-  The price: two slow bcrypt checks (/login, ~0.2 s each) occupy a worker's threads.
+- Each worker runs sync endpoints and dependencies on THREADPOOL_SIZE (4) threads. A
+  request takes two steps there: the rate limit and token check (Redis), then the route
+  (PostgreSQL). A login's bcrypt check holds a thread for ~0.3 s of CPU (it releases the
+  GIL); with four threads the others keep serving meanwhile (bench/: `read with logins`).
 - A request holds a database connection only while one of those threads runs it: every
   step ends its transaction before it returns (task_api.db.end_step). So at most
   THREADPOOL_SIZE connections are in use per worker, and with
-  DB_POOL_SIZE + DB_MAX_OVERFLOW = 4 + 2 >= THREADPOOL_SIZE = 2 no thread ever waits for a
+  DB_POOL_SIZE + DB_MAX_OVERFLOW = 4 + 2 >= THREADPOOL_SIZE = 4 no thread ever waits for a
   connection: a burst queues for threads, never deadlocks on the pool. Settings refuses a
   THREADPOOL_SIZE above the pool.
 - PostgreSQL's default max_connections is 100: WEB_CONCURRENCY x (DB_POOL_SIZE +
   DB_MAX_OVERFLOW) must stay below it, with room for migrations and psql.
-- Redis: one asyncio pool per worker, used on the event loop; up to REDIS_MAX_CONNECTIONS (50)
-  requests talk to Redis at once and the rest wait for a connection, never fail for want of one.
+- Redis: one synchronous pool per worker, used only from those threads, so at most
+  THREADPOOL_SIZE connections are busy at once; REDIS_MAX_CONNECTIONS (50) is a ceiling.
 """
 
 import gc
 import os
 
+from gunicorn.arbiter import Arbiter
+from gunicorn.workers.base import Worker
+
 from task_api.config import Settings
+from task_api.logs import configure_logging
 
 settings = Settings()
 
@@ -34,26 +38,41 @@ if settings.redis_url is None and workers > 1:
         f"between {workers} workers. Set REDIS_URL, or WEB_CONCURRENCY=1."
     )
 
-worker_class = "uvicorn_worker.UvicornWorker"
+worker_class = "task_api.worker.DrainingUvicornWorker"
+# The app is loaded once, before the fork, so a recycled worker is replaced in milliseconds
+# rather than the second an import takes. Loading it opens no connection; post_fork makes
+# each worker's own.
+preload_app = True
 bind = f"{settings.host}:{settings.port}"
 forwarded_allow_ips = settings.forwarded_allow_ips
-# Each worker listens on its own SO_REUSEPORT socket and the kernel spreads connections by a
-# hash of their addresses (evenly over many, not over a few); on one shared socket the first
-# worker to wake accepts a whole burst of them.
-reuse_port = True
+# One listening socket, the arbiter's, shared by the workers: while a worker is replaced,
+# new connections wait in its backlog for the others. With SO_REUSEPORT each worker owned a
+# socket, and a replaced worker's queued connections were reset, or refused outright while no
+# worker was up (a recycling test under load lost a third of its requests that way).
+reuse_port = False
 
 timeout = 30
 graceful_timeout = 30
 keepalive = 5
-max_requests = settings.max_requests  # recycle workers now and then, staggered so they never restart together
-max_requests_jitter = settings.max_requests // 10
+# Recycling is off by default (MAX_REQUESTS=0): nothing here leaks, and at a few thousand
+# requests a second any fixed count restarts a worker every few seconds. When it is set, a
+# worker stops gracefully (task_api.worker), staggered by up to half the count.
+max_requests = settings.max_requests
+max_requests_jitter = settings.max_requests // 2
 
 accesslog = None  # the app logs one line per request itself
 errorlog = "-"
 control_socket_disable = True  # two instances on one host would fight over ~/.gunicorn/gunicorn.ctl
 
 
-def post_worker_init(worker: object) -> None:
+def post_worker_init(worker: Worker) -> None:
     """The app's start-up objects live as long as the worker: freeze them out of the garbage
     collector, whose passes over them were the longest pauses in the benchmark's tail."""
     gc.freeze()
+
+
+def post_fork(server: Arbiter, worker: Worker) -> None:
+    """Each worker starts its own log writer (a thread, which a fork does not copy) and opens
+    its own database and Redis connections, never the arbiter's."""
+    configure_logging(settings.effective_log_format, settings.log_level)
+    worker.app.wsgi().state.runtime.after_fork()

@@ -41,6 +41,11 @@ class Runtime:
             guard=Guard(settings, tokens, redis, UNLIMITED, DOCS_ASSETS),
         )
 
+    def after_fork(self) -> None:
+        """Drop any connection inherited from the parent process (none is opened before the fork)."""
+        self.engine.dispose(close=False)
+        self.redis.connection_pool.reset()
+
     def close(self) -> None:
         """Close both pools; they reconnect if used again (tests serve one app many times)."""
         self.redis.connection_pool.disconnect()

@@ -74,3 +74,24 @@ def test_the_in_process_redis_is_refused_with_several_workers(database_url):
 
     assert result.returncode != 0
     assert "REDIS_URL is unset" in result.stderr
+
+
+def test_recycled_workers_drop_no_request_under_load(start_server, db):
+    server = start_server(WEB_CONCURRENCY="2", MAX_REQUESTS="100")
+
+    def keep_asking(_: int) -> list[int | str]:
+        outcomes: list[int | str] = []
+        with httpx2.Client(base_url=server.url, timeout=10) as client:  # one keep-alive connection per thread
+            for _ in range(150):
+                try:
+                    outcomes.append(client.get("/health").status_code)
+                except httpx2.TransportError as exc:
+                    outcomes.append(type(exc).__name__)
+        return outcomes
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        outcomes = [outcome for outcomes in pool.map(keep_asking, range(8)) for outcome in outcomes]
+
+    assert [outcome for outcome in outcomes if outcome != 200] == []
+    started = [line for line in server.log_lines() if "Started server process" in line]
+    assert len(started) >= 6  # the first two workers, and at least four replacements

@@ -8,11 +8,15 @@ bench/results/latest.json.
 import argparse
 import json
 import os
+import random
 import re
 import shutil
+import statistics
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -34,6 +38,7 @@ RESULTS = ROOT / "bench" / "results"
 SECRET_KEY = "benchmark-secret-key-long-enough-for-hs256-signing"
 TOKEN_MINUTES = 120  # the tokens minted before the run must outlive it
 SCENARIOS = ("health", "read", "list", "write", "login")  # login last: its queue drains slowly
+LOGINS_PER_S = 2  # arriving during `read`, at the production bcrypt cost
 WARM_UP_S = 3  # each scenario first runs this long unmeasured, so pools and caches are filled (login: too slow)
 # One connection times a request's own latency. At 4, the kernel's hash of wrk's ports
 # spreads the connections 2/2, 3/1 or 4/0 over the two workers, and the split, whatever the
@@ -103,9 +108,12 @@ def main() -> int:
             if scenario != "login":
                 run_wrk(scenario, url, args, data_dir, duration=WARM_UP_S)
             results.append(run_wrk(scenario, url, args, data_dir))
+            if scenario == "read":  # before `login`, whose queue of bcrypt checks drains for seconds after it
+                with_logins = run_read_with_logins(url, args, data_dir, results[-1])
         health = results[0].requests_per_s
         for result in results:
             result.ratio_to_health = round(result.requests_per_s / health, 4)
+        scale_after_writes = run_scale(url, args, data_dir, population, engine)
     finally:
         server.terminate()
         server.wait(timeout=60)
@@ -123,11 +131,13 @@ def main() -> int:
         "scale_rounds": SCALE_ROUNDS,
         "scale_duration_s": scale_duration(args),
         "scale": scale,
+        "read_with_logins": with_logins,
+        "scale_after_writes": scale_after_writes,
     }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "latest.json").write_text(json.dumps(report, indent=2) + "\n")
     print_report(report)
-    failed = any(result.errors for result in results)
+    failed = any(result.errors for result in results) or bool(with_logins["errors"] or with_logins["login_failures"])
     return 1 if failed else 0
 
 
@@ -153,7 +163,6 @@ def start_server(args: argparse.Namespace, data_dir: Path) -> subprocess.Popen[b
         "ACCESS_TOKEN_EXPIRE_MINUTES": str(TOKEN_MINUTES),
         "RATE_LIMIT": "1000000000/minute",
         "AUTH_RATE_LIMIT": "1000000000/minute",
-        "MAX_REQUESTS": "0",  # a recycled worker drops its keep-alive connections mid-run
     }
     log = (data_dir / "server.log").open("wb")
     server = subprocess.Popen(  # noqa: S603  (our own gunicorn, with fixed arguments)
@@ -174,6 +183,56 @@ def start_server(args: argparse.Namespace, data_dir: Path) -> subprocess.Popen[b
     sys.exit(f"the server did not become ready; see {data_dir / 'server.log'}")
 
 
+def run_read_with_logins(url: str, args: argparse.Namespace, data_dir: Path, read: Result) -> dict[str, object]:
+    """`read` again while logins arrive at LOGINS_PER_S, each on its own connection, as
+    users' would: how much the reads keep, and how long the logins take."""
+    accounts = [line.split() for line in (data_dir / "login.txt").read_text().splitlines()]
+    latencies_ms: list[float] = []
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def log_in(email: str, password: str) -> None:
+        started = time.perf_counter()
+        try:
+            status = httpx2.post(f"{url}/login", json={"email": email, "password": password}, timeout=30).status_code
+        except httpx2.TransportError as exc:
+            failures.append(type(exc).__name__)
+            return
+        latencies_ms.append((time.perf_counter() - started) * 1000)
+        if status != 200:
+            failures.append(str(status))
+
+    def arrive() -> None:
+        with ThreadPoolExecutor(max_workers=32) as pool:
+            due = time.monotonic()
+            while not stop.is_set():
+                pool.submit(log_in, *random.choice(accounts))  # noqa: S311  (not for security)
+                due += 1 / LOGINS_PER_S
+                stop.wait(max(due - time.monotonic(), 0))
+
+    arrivals = threading.Thread(target=arrive)
+    arrivals.start()
+    try:
+        result = run_wrk("read+logins", url, args, data_dir, script="read")
+    finally:
+        stop.set()
+        arrivals.join()
+    percentiles = statistics.quantiles(latencies_ms, n=100) if len(latencies_ms) > 1 else [0.0] * 99
+    return {
+        "logins_per_s": LOGINS_PER_S,
+        "requests_per_s": result.requests_per_s,
+        "p50_ms": result.p50_ms,
+        "p99_ms": result.p99_ms,
+        "errors": result.errors,
+        "throughput_kept": round(result.requests_per_s / read.requests_per_s, 3),
+        "p99_times_read_p99": round(result.p99_ms / read.p99_ms, 2),
+        "logins": len(latencies_ms),
+        "login_failures": len(failures),
+        "login_p50_ms": round(percentiles[49], 1),
+        "login_p99_ms": round(percentiles[98], 1),
+    }
+
+
 def run_wrk(
     scenario: str,
     url: str,
@@ -181,6 +240,7 @@ def run_wrk(
     data_dir: Path,
     connections: int | None = None,
     duration: int | None = None,
+    script: str | None = None,
     **env: str,
 ) -> Result:
     command = [
@@ -191,7 +251,7 @@ def run_wrk(
         "--timeout",
         "30s",
         "-s",
-        str(LUA / f"{'list' if scenario.startswith('scale') else scenario}.lua"),
+        str(LUA / f"{script or scenario}.lua"),
         url,
     ]
     print(f"running {scenario} ...", flush=True)
@@ -235,6 +295,7 @@ def run_scale(
                     data_dir,
                     connections=SCALE_CONNECTIONS,
                     duration=scale_duration(args),
+                    script="list",
                     BENCH_TOKENS=f"scale-{size}.txt",
                     BENCH_QUERY=query,
                 )
@@ -303,19 +364,35 @@ def print_report(report: dict[str, object]) -> None:
             f"{row['p50_ms']:>10.2f}{row['p95_ms']:>10.2f}{row['p99_ms']:>10.2f}{tail:>9.2f}{row['errors']:>8}"
         )
     print()
+    logins = report["read_with_logins"]
     print(
-        f"scale: {report['scale_rounds']} rounds of {report['scale_duration_s']}s per shape and size, "
-        f"connections: {report['scale_connections']}; each row is its median round (by p50)"
+        f"read with {logins['logins_per_s']} logins/s arriving: {logins['requests_per_s']:.0f} req/s "  # type: ignore[index]
+        f"({logins['throughput_kept']:.2f} of read), p99 {logins['p99_ms']:.2f} ms "  # type: ignore[index]
+        f"({logins['p99_times_read_p99']:.2f}x read's), {logins['errors']} errors; "  # type: ignore[index]
+        f"{logins['logins']} logins: p50 {logins['login_p50_ms']:.0f} ms, p99 {logins['login_p99_ms']:.0f} ms, "  # type: ignore[index]
+        f"{logins['login_failures']} failed"  # type: ignore[index]
     )
-    print(f"{'scale shape':<12}{'tasks':>10}{'p50 ms':>10}{'x p50@100':>11}{'p99 ms':>10}{'errors':>8}  seq scan")
-    smallest: dict[str, float] = {}
-    for row in report["scale"]:  # type: ignore[attr-defined]
-        base = smallest.setdefault(row["shape"], row["p50_ms"])
+    for phase in ("scale", "scale_after_writes"):
+        print()
         print(
-            f"{row['shape']:<12}{row['tasks_owned']:>10,}{row['p50_ms']:>10.2f}{row['p50_ms'] / base:>11.2f}"
-            f"{row['p99_ms']:>10.2f}{row['errors']:>8}  {'yes' if row['seq_scan_on_tasks'] else 'no'}"
+            f"{phase}: {report['scale_rounds']} rounds of {report['scale_duration_s']}s per shape and size, "
+            f"connections: {report['scale_connections']}; each row is its median round (by p50)"
         )
-    print("\nplans (EXPLAIN) are in bench/results/latest.json")
+        print(f"{'shape':<12}{'tasks':>10}{'p50 ms':>10}{'x p50@100':>11}{'p99 ms':>10}{'errors':>8}  plan")
+        smallest: dict[str, float] = {}
+        for row in report[phase]:  # type: ignore[attr-defined]
+            base = smallest.setdefault(row["shape"], row["p50_ms"])
+            print(
+                f"{row['shape']:<12}{row['tasks_owned']:>10,}{row['p50_ms']:>10.2f}{row['p50_ms'] / base:>11.2f}"
+                f"{row['p99_ms']:>10.2f}{row['errors']:>8}  {plan_summary(row['plan'])}"
+            )
+    print("\nwhole plans (EXPLAIN) are in bench/results/latest.json")
+
+
+def plan_summary(plan: list[str]) -> str:
+    """The plan's scan nodes, in order: enough to see which index a query used."""
+    scans = [line.strip().removeprefix("->").strip().split("  (")[0] for line in plan if "Scan" in line]
+    return "; ".join(scans)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ class Settings(BaseSettings):
     bcrypt_rounds: int = Field(default=12, ge=4, le=31)
 
     database_url: str = "sqlite:///task_api.sqlite3"
-    threadpool_size: int = Field(default=2, ge=1)  # measured: see gunicorn.conf.py
+    threadpool_size: int = Field(default=4, ge=1)  # measured: see gunicorn.conf.py
     db_pool_size: int = Field(default=4, ge=1)
     db_max_overflow: int = Field(default=2, ge=0)
     db_pool_timeout: float = Field(default=5.0, gt=0)
@@ -44,7 +44,7 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=1, le=65535)
     web_concurrency: int | None = Field(default=None, ge=1)
     forwarded_allow_ips: str = "127.0.0.1"
-    max_requests: int = Field(default=10_000, ge=0)  # recycle a worker after this many requests; 0: never
+    max_requests: int = Field(default=0, ge=0)  # recycle a worker after this many requests; 0: never
     log_format: Literal["json", "text"] | None = None  # None: json in production, text elsewhere
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     admin_password: SecretStr | None = None  # read only by `python -m task_api create-admin`

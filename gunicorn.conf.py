@@ -26,10 +26,10 @@ import os
 from gunicorn.arbiter import Arbiter
 from gunicorn.workers.base import Worker
 
-from task_api.config import Settings
+from task_api.config import load_settings
 from task_api.logs import configure_logging
 
-settings = Settings()
+settings = load_settings()
 
 workers = settings.web_concurrency or os.cpu_count() or 1
 if settings.redis_url is None and workers > 1:

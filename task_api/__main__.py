@@ -9,7 +9,7 @@ from pydantic import TypeAdapter, ValidationError
 from sqlalchemy.exc import OperationalError
 
 from task_api import models  # noqa: F401  (maps every table)
-from task_api.config import Settings
+from task_api.config import Settings, load_settings
 from task_api.db import create_db_engine, create_session_factory
 from task_api.fields import Email, Password
 from task_api.migrate import migrate
@@ -59,8 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     admin.add_argument("email")
     args = parser.parse_args(argv)
 
+    settings = load_settings()
     try:
-        settings = Settings()
         if args.command == "create-admin":
             password = settings.admin_password.get_secret_value() if settings.admin_password else None
             print(create_admin(settings, args.email, password))

@@ -1,9 +1,14 @@
 from typing import Literal
 
 from limits import parse_many
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
+# What PostgreSQL's docs, its Docker image and hosts such as Heroku hand out; SQLAlchemy would
+# read either as psycopg 3, which is not installed.
+BARE_POSTGRES_SCHEMES = ("postgres://", "postgresql://")
 PLACEHOLDER_SECRET = "change-me-development-secret-key-not-for-production"
 MIN_SECRET_BYTES = 32
 
@@ -49,6 +54,28 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     admin_password: SecretStr | None = None  # read only by `python -m task_api create-admin`
 
+    @field_validator("database_url")
+    @classmethod
+    def _installed_driver(cls, url: str) -> str:
+        """A bare `postgres://` or `postgresql://` means the pinned psycopg2; an explicit `+driver` stays."""
+        for scheme in BARE_POSTGRES_SCHEMES:
+            if url.startswith(scheme):
+                url = "postgresql+psycopg2://" + url.removeprefix(scheme)
+        scheme = url.partition("://")[0]
+        try:
+            dialect = make_url(url).get_dialect()
+        except NoSuchModuleError:
+            raise ValueError(f"names {scheme}://, which SQLAlchemy does not know") from None
+        except ArgumentError:
+            raise ValueError("is not a database URL, such as postgresql://user:password@host:5432/task_api") from None
+        try:
+            dialect.import_dbapi()
+        except ImportError as exc:
+            raise ValueError(
+                f"names {scheme}://, whose driver is not installed ({exc}): use postgresql:// (psycopg2) or sqlite:///"
+            ) from None
+        return url
+
     @model_validator(mode="after")
     def _check(self) -> "Settings":
         for name, limit in (("RATE_LIMIT", self.rate_limit), ("AUTH_RATE_LIMIT", self.auth_rate_limit)):
@@ -75,3 +102,19 @@ class Settings(BaseSettings):
     @property
     def uses_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+
+def explain(error: ValidationError) -> str:
+    """One line naming each bad setting by its environment variable."""
+    return "; ".join(
+        f"{'.'.join(map(str, problem['loc'])).upper() or 'settings'}: {problem['msg'].removeprefix('Value error, ')}"
+        for problem in error.errors()
+    )
+
+
+def load_settings() -> Settings:
+    """The settings from the environment, or an exit with one line instead of a traceback."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise SystemExit(f"error: {explain(exc)}") from None

@@ -1,31 +1,12 @@
-import uuid
-from collections.abc import Iterator
-
 import pytest
 from alembic import command
 from sqlalchemy import create_engine, inspect, text
-from sqlalchemy.engine import make_url
 
 from tests.conftest import alembic_config
 
 
 def test_the_migrated_schema_matches_the_models(database_url):
     command.check(alembic_config(database_url))
-
-
-@pytest.fixture
-def empty_database(database_url) -> Iterator[str]:
-    url = make_url(database_url)
-    name = f"task_api_migrations_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 @pytest.mark.postgres_only

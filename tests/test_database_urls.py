@@ -1,0 +1,107 @@
+"""DATABASE_URL in the forms people are handed, against the real PostgreSQL."""
+
+import os
+import subprocess
+import sys
+
+import httpx2
+import pytest
+from sqlalchemy import create_engine, inspect, select
+
+from task_api.config import Settings
+from task_api.users.models import User
+from tests.conftest import PASSWORD, ROOT, SECRET_KEY
+
+pytestmark = pytest.mark.postgres_only
+BARE_SCHEMES = ["postgresql://", "postgres://"]
+
+
+def bare(url: str, scheme: str) -> str:
+    assert url.startswith("postgresql+psycopg2://")
+    return scheme + url.removeprefix("postgresql+psycopg2://")
+
+
+def run_cli(database_url: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "task_api", *args],
+        env={**os.environ, "DATABASE_URL": database_url, "SECRET_KEY": SECRET_KEY, "BCRYPT_ROUNDS": "4", **env},
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("given", "used"),
+    [
+        ("postgresql://u:p@db:5432/app", "postgresql+psycopg2://u:p@db:5432/app"),
+        ("postgres://u:p@db:5432/app", "postgresql+psycopg2://u:p@db:5432/app"),
+        ("postgresql+psycopg2://u:p@db/app", "postgresql+psycopg2://u:p@db/app"),
+        ("sqlite:///task_api.sqlite3", "sqlite:///task_api.sqlite3"),
+    ],
+)
+def test_bare_postgres_urls_mean_psycopg2(given, used):
+    assert Settings(database_url=given, _env_file=None).database_url == used
+
+
+@pytest.mark.parametrize("scheme", BARE_SCHEMES)
+def test_migrate_and_create_admin_accept_the_bare_forms(empty_database, scheme):
+    url = bare(empty_database, scheme)
+
+    migrated = run_cli(url, "migrate")
+    created = run_cli(url, "create-admin", "root@example.com", ADMIN_PASSWORD=PASSWORD)
+
+    assert migrated.returncode == 0, migrated.stderr
+    assert created.returncode == 0, created.stderr
+    engine = create_engine(empty_database)
+    try:
+        with engine.connect() as connection:
+            assert {"users", "tasks", "alembic_version"} <= set(inspect(connection).get_table_names())
+            assert connection.scalar(select(User.is_admin).where(User.email == "root@example.com")) is True
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("scheme", BARE_SCHEMES)
+def test_the_production_server_serves_on_the_bare_forms(start_server, database_url, db, scheme):
+    server = start_server(DATABASE_URL=bare(database_url, scheme))
+
+    ready = httpx2.get(f"{server.url}/ready", timeout=5)
+    registered = httpx2.post(
+        f"{server.url}/register", json={"email": "ann@example.com", "password": PASSWORD}, timeout=5
+    )
+
+    assert ready.status_code == 200, server.log.read_text()
+    assert ready.json() == {"status": "ok", "database": "ok", "redis": "ok"}
+    assert registered.status_code == 201, registered.text
+    assert db.scalar(select(User.email)) == "ann@example.com"
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("postgresql+psycopg://postgres@127.0.0.1/postgres", "driver is not installed"),
+        ("mysql://root@127.0.0.1/test", "driver is not installed"),
+        ("cockroach://root@127.0.0.1/test", "does not know"),
+        ("127.0.0.1:5432/task_api", "is not a database URL"),
+    ],
+)
+def test_an_unusable_url_is_one_line_naming_the_variable(url, says):
+    result = run_cli(url, "migrate")
+
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert result.stderr.startswith("error: DATABASE_URL: ")
+    assert says in result.stderr
+
+
+def test_the_production_server_refuses_an_unusable_url_in_one_line(start_server):
+    server = start_server(DATABASE_URL="postgresql+psycopg://postgres@127.0.0.1/postgres")
+
+    assert server.process.wait(timeout=30) != 0
+    output = server.log.read_text().strip()
+    assert output.startswith("error: DATABASE_URL: ")
+    assert "Traceback" not in output

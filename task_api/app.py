@@ -6,12 +6,13 @@ from fastapi import Depends, FastAPI
 from fastapi_offline import FastAPIOffline
 
 from task_api.auth.deps import spend_budget
+from task_api.auth.routes import auth_layout
 from task_api.auth.routes import router as auth_router
 from task_api.config import Settings
 from task_api.errors import install_error_handlers
 from task_api.health import router as health_router
 from task_api.logs import configure_logging
-from task_api.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
+from task_api.middleware import BodySizeLimitMiddleware, RequestContextMiddleware, TrailingSlashMiddleware
 from task_api.runtime import DOCS_ASSETS, Runtime
 from task_api.tasks.routes import router as tasks_router
 from task_api.users.routes import router as users_router
@@ -33,17 +34,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="1.0.0",
         description="User accounts and their tasks, behind JWT auth whose logout really revokes.",
         lifespan=lifespan,
-        redirect_slashes=False,  # /tasks/ is a JSON 404, not an empty 307
+        redirect_slashes=False,  # TrailingSlashMiddleware answers /tasks/ itself: no 307 to follow
         static_url=DOCS_ASSETS,
     )
     app.state.runtime = runtime
     limited = [Depends(spend_budget)]  # first of each route's dependencies: a 429 comes before any database work
     app.include_router(health_router)
     app.include_router(auth_router, dependencies=limited)
-    app.include_router(auth_router, prefix="/auth", include_in_schema=False, dependencies=limited)
+    app.include_router(auth_layout, dependencies=limited)
     app.include_router(users_router, dependencies=limited)
     app.include_router(tasks_router, dependencies=limited)
     install_error_handlers(app)
+    app.add_middleware(TrailingSlashMiddleware)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware)
     return app

@@ -68,6 +68,20 @@ class RequestContextMiddleware:
             )
 
 
+class TrailingSlashMiddleware:
+    """Answers `/tasks/` as `/tasks` and `/tasks/7/` as `/tasks/7`, for clients written for
+    layouts that end every path with a slash: the same route, with no redirect."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] == "http" and len(path) > 1 and path.endswith("/"):
+            scope = {**scope, "path": path[:-1]}
+        await self.app(scope, receive, send)
+
+
 class BodySizeLimitMiddleware:
     """Answers 413 to a body over `max_bytes`: at once from Content-Length, or as soon as a
     streamed body passes the limit, so an oversized body is never read whole."""

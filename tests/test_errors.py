@@ -136,10 +136,3 @@ def test_deeply_nested_json_is_a_422_not_a_500(client):
     response = client.post("/login", content=body, headers={"Content-Type": "application/json"})
 
     assert response.status_code == 422
-
-
-def test_a_trailing_slash_is_a_json_404_not_a_redirect(client):
-    response = client.get("/tasks/", follow_redirects=False)
-
-    assert response.status_code == 404
-    assert response.json() == {"detail": "Not Found"}

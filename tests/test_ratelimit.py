@@ -150,6 +150,7 @@ def test_two_processes_share_one_budget(start_server):
 def test_a_revoked_token_spends_its_address_budget_not_its_owners(client, db, auth_headers, redis):
     user = UserFactory()
     dead, fresh = auth_headers(user), auth_headers(user)
+    client.cookies.clear()  # the jar's refresh cookie is fresh's login, which /logout would end too
     assert client.post("/logout", headers=dead).status_code == 204
     spend_until_refused = [client.get("/tasks", headers=dead).status_code for _ in range(LIMIT)]
 
@@ -202,8 +203,8 @@ def test_no_header_is_written_twice(make_app, db, auth_headers):
 
     assert [response.status_code for response in responses] == [200, 404, 422, 429, 404, 200]
     for response in responses:
-        names = [name.lower() for name, _ in response.headers.multi_items()]
-        assert len(names) == len(set(names)), names
+        names = [name.lower() for name, _ in response.headers.multi_items() if name.lower() != "set-cookie"]
+        assert len(names) == len(set(names)), names  # Set-Cookie alone may repeat (one per cookie path)
         assert "x-ratelimit-remaining" in names
 
 

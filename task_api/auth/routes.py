@@ -3,11 +3,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Cookie, Depends, Request, Response
 from fastapi.exceptions import RequestValidationError
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from task_api.auth import service
 from task_api.auth.deps import Caller, CurrentUser, spend_auth_budget
-from task_api.auth.schemas import LoginRequest, RefreshRequest
+from task_api.auth.schemas import LoginRequest, RefreshRequest, UsernameAsEmail
 from task_api.auth.tokens import TokenPair
 from task_api.db import SessionDep
 from task_api.errors import error_responses
@@ -17,6 +17,10 @@ from task_api.users import service as users_service
 from task_api.users.schemas import UserCreate, UserOut
 
 REFRESH_COOKIE = "refresh_token"
+# The cookie goes to the routes that read it, under either layout, and to no other: a
+# cookie's Path is a prefix, and /refresh and /logout share none but "/". So it is set once
+# per path.
+REFRESH_COOKIE_PATHS = ("/refresh", "/logout", "/auth")
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 LOGIN_FORM_SCHEMA = {
     "type": "object",
@@ -30,31 +34,45 @@ LOGIN_FORM_SCHEMA = {
 }
 
 router = APIRouter(tags=["auth"])
+tokens_router = APIRouter(tags=["auth"])
+# The same routes for clients written against the `/auth/` layout, which send `username`
+# for `email`; kept out of the schema.
+auth_layout = APIRouter(prefix="/auth", include_in_schema=False)
 RefreshCookie = Annotated[str | None, Cookie(alias=REFRESH_COOKIE, include_in_schema=False)]
 
 
-async def login_credentials(request: Request) -> LoginRequest:
-    """Credentials from a JSON body or from the OAuth2 password form (Swagger UI's *Authorize*)."""
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type in FORM_TYPES:
-        form = await request.form()
-        data: Any = {"email": form.get("username"), "password": form.get("password")}
-        rename = {"email": "username"}
-    else:
+class LoginCredentials:
+    """Credentials from a JSON body, read by `json_body`, or from the OAuth2 password form
+    (Swagger UI's *Authorize*)."""
+
+    def __init__(self, json_body: TypeAdapter[LoginRequest]) -> None:
+        self.json_body = json_body
+
+    async def __call__(self, request: Request) -> LoginRequest:
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type in FORM_TYPES:
+            form = await request.form()
+            data: Any = {"email": form.get("username"), "password": form.get("password")}
+            adapter, rename = LOGIN_FORM, {"email": "username"}
+        else:
+            try:
+                data = json.loads(await request.body())
+            except (ValueError, RecursionError):
+                error = {"type": "json_invalid", "loc": ["body"], "msg": "Body must be JSON or an OAuth2 form"}
+                raise RequestValidationError([error]) from None
+            adapter, rename = self.json_body, {}
         try:
-            data = json.loads(await request.body())
-        except (ValueError, RecursionError):
-            error = {"type": "json_invalid", "loc": ["body"], "msg": "Body must be JSON or an OAuth2 form"}
-            raise RequestValidationError([error]) from None
-        rename = {}
-    try:
-        return LoginRequest.model_validate(data)
-    except ValidationError as exc:
-        errors = [
-            {**error, "loc": ["body", *(rename.get(str(part), part) for part in error["loc"])]}
-            for error in exc.errors(include_url=False, include_context=False)
-        ]
-        raise RequestValidationError(errors) from None
+            return adapter.validate_python(data)
+        except ValidationError as exc:
+            errors = [
+                {**error, "loc": ["body", *(rename.get(str(part), part) for part in error["loc"])]}
+                for error in exc.errors(include_url=False, include_context=False)
+            ]
+            raise RequestValidationError(errors) from None
+
+
+LOGIN_FORM = TypeAdapter(LoginRequest)
+LOGIN_BY_USERNAME = TypeAdapter(Annotated[LoginRequest, UsernameAsEmail])
 
 
 @router.post(
@@ -91,7 +109,7 @@ def register(data: UserCreate, request: Request, session: SessionDep) -> ModelRe
     },
 )
 def login(
-    credentials: Annotated[LoginRequest, Depends(login_credentials)],
+    credentials: Annotated[LoginRequest, Depends(LoginCredentials(LOGIN_FORM))],
     request: Request,
     session: SessionDep,
 ) -> ModelResponse:
@@ -102,7 +120,23 @@ def login(
     return _pair_response(request, pair)
 
 
-@router.post("/refresh", response_model=TokenPair, responses=error_responses(401, 413))
+@auth_layout.post("/register", status_code=201, dependencies=[Depends(spend_auth_budget)])
+def register_by_username(
+    data: Annotated[UserCreate, UsernameAsEmail], request: Request, session: SessionDep
+) -> ModelResponse:
+    return register(data, request, session)
+
+
+@auth_layout.post("/login", dependencies=[Depends(spend_auth_budget)])
+def login_by_username(
+    credentials: Annotated[LoginRequest, Depends(LoginCredentials(LOGIN_BY_USERNAME))],
+    request: Request,
+    session: SessionDep,
+) -> ModelResponse:
+    return login(credentials, request, session)
+
+
+@tokens_router.post("/refresh", response_model=TokenPair, responses=error_responses(401, 413))
 def refresh(
     request: Request,
     session: SessionDep,
@@ -113,7 +147,7 @@ def refresh(
     return _pair_response(request, pair)
 
 
-@router.post("/logout", status_code=204, responses=error_responses(401, 413))
+@tokens_router.post("/logout", status_code=204, responses=error_responses(401, 413))
 def logout(
     request: Request,
     caller: Caller,
@@ -122,32 +156,38 @@ def logout(
 ) -> Response:
     service.logout(get_runtime(request).tokens, caller, body.refresh_token if body else cookie)
     response = Response(status_code=204)
-    response.delete_cookie(REFRESH_COOKIE, path=_refresh_cookie_path(request), httponly=True, samesite="strict")
+    for path in _refresh_cookie_paths(request):
+        response.delete_cookie(REFRESH_COOKIE, path=path, httponly=True, samesite="strict")
     return response
 
 
-@router.post("/logout/all", status_code=204, responses=error_responses(401))
+@tokens_router.post("/logout/all", status_code=204, responses=error_responses(401))
 def logout_all(request: Request, user: CurrentUser, session: SessionDep) -> Response:
     service.logout_everywhere(session, get_runtime(request).tokens, user)
     return Response(status_code=204)
 
 
 def _pair_response(request: Request, pair: TokenPair) -> ModelResponse:
-    """The pair as JSON, and the refresh token again as a cookie only /refresh receives."""
+    """The pair as JSON, and the refresh token again as cookies for the routes that read it."""
     runtime = get_runtime(request)
     response = ModelResponse(pair)
-    response.set_cookie(
-        REFRESH_COOKIE,
-        pair.refresh_token,
-        max_age=int(runtime.tokens.refresh_ttl.total_seconds()),
-        path=_refresh_cookie_path(request),
-        secure=runtime.settings.cookie_secure,
-        httponly=True,
-        samesite="strict",
-    )
+    for path in _refresh_cookie_paths(request):
+        response.set_cookie(
+            REFRESH_COOKIE,
+            pair.refresh_token,
+            max_age=int(runtime.tokens.refresh_ttl.total_seconds()),
+            path=path,
+            secure=runtime.settings.cookie_secure,
+            httponly=True,
+            samesite="strict",
+        )
     return response
 
 
-def _refresh_cookie_path(request: Request) -> str:
-    """`/refresh`, or `/auth/refresh` for a call made under the `/auth/` aliases."""
-    return request.scope.get("root_path", "") + request.scope["path"].rsplit("/", 1)[0] + "/refresh"
+def _refresh_cookie_paths(request: Request) -> list[str]:
+    root = request.scope.get("root_path", "")
+    return [root + path for path in REFRESH_COOKIE_PATHS]
+
+
+router.include_router(tokens_router)
+auth_layout.include_router(tokens_router)

@@ -1,33 +1,42 @@
-# Every target creates the virtualenv first if it is missing or the requirements changed.
+# Every target creates the virtualenv first if it is missing or its requirements changed:
+# running needs only requirements.txt; testing, linting and the benchmark add the dev set.
 VENV ?= .venv
 PYTHON := $(VENV)/bin/python
+PIP := $(PYTHON) -m pip install --quiet --disable-pip-version-check
 BOOTSTRAP_PYTHON ?= python3
 LOCAL_DATABASE_URL ?= postgresql+psycopg2://postgres@127.0.0.1:5432/task_api
 LOCAL_REDIS_URL ?= redis://127.0.0.1:6379/0
 COMPOSE = $(shell $(PYTHON) -c 'import compose, pathlib; print(pathlib.Path(compose.__file__).parent / "docker-compose")')
 
-.PHONY: install run serve migrate test test-sqlite lint format docker-check bench
+.PHONY: install install-run run serve migrate test test-sqlite lint format docker-check bench demo
 
 install: $(VENV)/.installed
+install-run: $(VENV)/.installed-run
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+$(VENV)/.installed-run: requirements.txt
 	test -x $(PYTHON) || $(BOOTSTRAP_PYTHON) -m venv $(VENV)
-	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(PIP) -r requirements.txt
+	touch $@
+
+$(VENV)/.installed: $(VENV)/.installed-run requirements-dev.txt
+	$(PIP) -r requirements-dev.txt
 	touch $@
 
 # The embedded default: a SQLite file and an in-process Redis, one process, nothing else to run.
-run: install
+run: install-run
 	$(PYTHON) -m task_api serve
 
 # The production server (gunicorn.conf.py) against the local PostgreSQL and Redis.
-serve: install
-	psql -h 127.0.0.1 -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'task_api'" | grep -q 1 \
+# Without DATABASE_URL it creates the local `task_api` database if it is missing.
+serve: install-run
+	test -n "$$DATABASE_URL" \
+		|| psql -h 127.0.0.1 -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'task_api'" | grep -q 1 \
 		|| createdb -h 127.0.0.1 -U postgres task_api
 	DATABASE_URL=$${DATABASE_URL:-$(LOCAL_DATABASE_URL)} $(PYTHON) -m task_api migrate
 	DATABASE_URL=$${DATABASE_URL:-$(LOCAL_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(LOCAL_REDIS_URL)} \
 		$(VENV)/bin/gunicorn -c gunicorn.conf.py task_api.main:app
 
-migrate: install
+migrate: install-run
 	$(PYTHON) -m task_api migrate
 
 test: install

@@ -32,6 +32,13 @@ def test_the_schema_lists_exactly_the_contract(schema):
     assert served == {**CONTRACT, "/health": {"get"}, "/ready": {"get"}}
 
 
+def test_every_operation_is_in_one_group(schema):
+    groups = {(path, method): operation["tags"] for path, method, operation in operations(schema)}
+
+    assert {key: tags for key, tags in groups.items() if len(tags) != 1} == {}
+    assert groups[("/logout", "post")] == ["auth"]
+
+
 def test_every_operation_documents_its_errors_with_their_bodies(schema):
     for path, method, operation in operations(schema):
         if path in OPERATIONS:

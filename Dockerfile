@@ -33,11 +33,15 @@ CMD ["task_api.main:app"]
 
 # Tests: the runtime image plus the test tools and the suite (docker compose --profile test run --rm tests).
 FROM runtime AS test
+# The suite starts servers and the CLI itself, with its own settings: not production's.
+ENV APP_ENV=development
 USER 0
 RUN --mount=type=bind,from=builder,source=/build,target=/build \
     pip install --no-cache-dir -r /build/requirements-dev.txt
 COPY --chown=10001:10001 pyproject.toml ./
 COPY --chown=10001:10001 tests ./tests
+COPY --chown=10001:10001 README.md ./
+COPY --chown=10001:10001 docs ./docs
 USER 10001:10001
 ENTRYPOINT []
 CMD ["python", "-m", "pytest", "-p", "no:cacheprovider"]

@@ -67,3 +67,10 @@ docker-check: install
 bench: install
 	command -v wrk >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk)
 	$(PYTHON) -m bench.run
+
+# Swagger UI driven through the embedded default in headless Chromium: a screenshot per step
+# and a video, into docs/demo/ (installs Debian's chromium and ffmpeg if they are missing).
+demo: install
+	command -v chromium >/dev/null && command -v ffmpeg >/dev/null \
+		|| (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium ffmpeg)
+	$(PYTHON) docs/demo/record.py

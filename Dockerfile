@@ -35,6 +35,7 @@ CMD ["task_api.main:app"]
 FROM runtime AS test
 # The suite starts servers and the CLI itself, with its own settings: not production's.
 ENV APP_ENV=development
+HEALTHCHECK NONE
 USER 0
 RUN --mount=type=bind,from=builder,source=/build,target=/build \
     pip install --no-cache-dir -r /build/requirements-dev.txt

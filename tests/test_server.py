@@ -2,11 +2,16 @@
 
 import json
 import os
+import signal
 import subprocess
+import threading
+import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx2
 
+from task_api.auth.passwords import hash_password
 from tests.conftest import GUNICORN, PASSWORD, ROOT, free_port
 from tests.factories import TaskFactory, UserFactory
 
@@ -95,3 +100,52 @@ def test_recycled_workers_drop_no_request_under_load(start_server, db):
     assert [outcome for outcome in outcomes if outcome != 200] == []
     started = [line for line in server.log_lines() if "Started server process" in line]
     assert len(started) >= 6  # the first two workers, and at least four replacements
+
+
+def test_a_reload_and_a_stop_under_load_fail_no_request(start_server, db):
+    server = start_server(WEB_CONCURRENCY="2")
+    slow = UserFactory(password_hash=hash_password(PASSWORD, rounds=14))  # a login that takes a second
+    routing = threading.Event()
+    routing.set()
+
+    def keep_asking(_: int) -> list[int | str]:
+        outcomes: list[int | str] = []
+        with httpx2.Client(base_url=server.url, timeout=30) as client:
+            while routing.is_set():  # a load balancer routes here until the stop
+                try:
+                    outcomes.append(client.get("/ready").status_code)
+                except httpx2.TransportError as exc:
+                    outcomes.append(type(exc).__name__)
+        return outcomes
+
+    with ThreadPoolExecutor(max_workers=9) as pool:
+        load = [pool.submit(keep_asking, n) for n in range(8)]
+        try:
+            time.sleep(1)
+            server.process.send_signal(signal.SIGHUP)
+            wait_for(lambda: sum("Started server process" in line for line in server.log_lines()) >= 4)
+            time.sleep(1)
+            login = pool.submit(
+                httpx2.post, f"{server.url}/login", json={"email": slow.email, "password": PASSWORD}, timeout=30
+            )
+            time.sleep(0.3)
+        finally:
+            routing.clear()
+        server.process.send_signal(signal.SIGTERM)
+        outcomes = [outcome for future in load for outcome in future.result()]
+        logged_in = login.result()
+
+    assert server.process.wait(timeout=40) == 0
+    assert len(outcomes) > 500
+    assert [outcome for outcome in outcomes if outcome != 200] == []
+    assert logged_in.status_code == 200, logged_in.text
+    log = server.log.read_text()
+    assert "Handling signal: hup" in log
+    assert log.index("Handling signal: term") < log.index("POST /login 200")  # it was running at SIGTERM
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)

@@ -25,7 +25,7 @@ COPY --chown=10001:10001 task_api ./task_api
 COPY --chown=10001:10001 migrations ./migrations
 COPY --chown=10001:10001 gunicorn.conf.py ./
 USER 10001:10001
-EXPOSE 8000
+EXPOSE 8000 9000
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen(f'http://127.0.0.1:{os.environ.get(\"PORT\", \"8000\")}/health', timeout=2)"]
 ENTRYPOINT ["gunicorn", "-c", "gunicorn.conf.py"]

@@ -22,6 +22,9 @@ Connections, threads and workers, chosen together:
 
 import gc
 import os
+import shutil
+import tempfile
+from pathlib import Path
 
 from gunicorn.arbiter import Arbiter
 from gunicorn.workers.base import Worker
@@ -38,12 +41,21 @@ if settings.redis_url is None and workers > 1:
         f"between {workers} workers. Set REDIS_URL, or WEB_CONCURRENCY=1."
     )
 
+# Metrics: each worker writes its samples to files in one directory, and a scrape adds them up.
+# It must be named before the app (and prometheus_client) is imported; a reload (SIGHUP) reads
+# this file again and keeps the same directory. /tmp is an emptyDir in the Helm chart.
+if settings.metrics_port:
+    if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="task_api-metrics-")
+    metrics_dir = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    metrics_dir.mkdir(parents=True, exist_ok=True)
+
 worker_class = "task_api.worker.DrainingUvicornWorker"
 # The app is loaded once, before the fork, so a recycled worker is replaced in milliseconds
 # rather than the second an import takes. Loading it opens no connection; post_fork makes
 # each worker's own.
 preload_app = True
-bind = f"{settings.host}:{settings.port}"
+bind = [f"{settings.host}:{port}" for port in (settings.port, settings.metrics_port) if port]
 forwarded_allow_ips = settings.forwarded_allow_ips
 # One listening socket, the arbiter's, shared by the workers: while a worker is replaced,
 # new connections wait in its backlog for the others. With SO_REUSEPORT each worker owned a
@@ -76,3 +88,23 @@ def post_fork(server: Arbiter, worker: Worker) -> None:
     its own database and Redis connections, never the arbiter's."""
     configure_logging(settings.effective_log_format, settings.log_level)
     worker.app.wsgi().state.runtime.after_fork()
+
+
+def on_starting(server: Arbiter) -> None:
+    """Samples that an earlier run left in the metrics directory would be added to this one's."""
+    if settings.metrics_port:
+        for samples in metrics_dir.glob("*.db"):
+            samples.unlink()
+
+
+def on_exit(server: Arbiter) -> None:
+    if settings.metrics_port:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def child_exit(server: Arbiter, worker: Worker) -> None:
+    """A stopped worker's requests stay counted; its in-flight and pool gauges go."""
+    if settings.metrics_port:
+        from prometheus_client import multiprocess  # noqa: PLC0415  (only once the directory above is set)
+
+        multiprocess.mark_process_dead(worker.pid)

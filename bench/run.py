@@ -73,6 +73,7 @@ def main() -> int:
     )
     parser.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("BENCH_PORT", "8089")))
+    parser.add_argument("--metrics-port", type=int, default=int(os.environ.get("BENCH_METRICS_PORT", "9089")))
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install wrk")
@@ -114,6 +115,7 @@ def main() -> int:
         for result in results:
             result.ratio_to_health = round(result.requests_per_s / health, 4)
         scale_after_writes = run_scale(url, args, data_dir, population, engine)
+        scrape = measure_scrape(f"http://127.0.0.1:{args.metrics_port}/metrics")
     finally:
         server.terminate()
         server.wait(timeout=60)
@@ -133,6 +135,7 @@ def main() -> int:
         "scale": scale,
         "read_with_logins": with_logins,
         "scale_after_writes": scale_after_writes,
+        "metrics": {**measure_metrics_cost(), **scrape},
     }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "latest.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -160,6 +163,7 @@ def start_server(args: argparse.Namespace, data_dir: Path) -> subprocess.Popen[b
         "WEB_CONCURRENCY": str(args.workers),
         "HOST": "127.0.0.1",
         "PORT": str(args.port),
+        "METRICS_PORT": str(args.metrics_port),
         "ACCESS_TOKEN_EXPIRE_MINUTES": str(TOKEN_MINUTES),
         "RATE_LIMIT": "1000000000/minute",
         "AUTH_RATE_LIMIT": "1000000000/minute",
@@ -347,6 +351,22 @@ def explain(engine: Engine, owner_id: int, query: str) -> list[str]:
         connection.close()
 
 
+def measure_metrics_cost() -> dict[str, object]:
+    output = subprocess.run(
+        [sys.executable, "-m", "bench.metrics_cost"], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    return json.loads(output.stdout)
+
+
+def measure_scrape(metrics_url: str) -> dict[str, object]:
+    """One scrape after every scenario has left its samples: how long, and how many series."""
+    started = time.perf_counter()
+    response = httpx2.get(metrics_url, timeout=10)
+    response.raise_for_status()
+    series = [line for line in response.text.splitlines() if line and not line.startswith("#")]
+    return {"scrape_ms": round((time.perf_counter() - started) * 1000, 2), "series": len(series)}
+
+
 def print_report(report: dict[str, object]) -> None:
     print()
     print(
@@ -371,6 +391,12 @@ def print_report(report: dict[str, object]) -> None:
         f"({logins['p99_times_read_p99']:.2f}x read's), {logins['errors']} errors; "  # type: ignore[index]
         f"{logins['logins']} logins: p50 {logins['login_p50_ms']:.0f} ms, p99 {logins['login_p99_ms']:.0f} ms, "  # type: ignore[index]
         f"{logins['login_failures']} failed"  # type: ignore[index]
+    )
+    metrics = report["metrics"]
+    print(
+        f"metrics: {metrics['cost_us']:.2f} us per request on the request path (MetricsMiddleware, "  # type: ignore[index]
+        f"best of {metrics['rounds']} x {metrics['requests']:,}); a scrape after the run: "  # type: ignore[index]
+        f"{metrics['scrape_ms']:.1f} ms for {metrics['series']} series"  # type: ignore[index]
     )
     for phase in ("scale", "scale_after_writes"):
         print()

@@ -12,6 +12,7 @@ from task_api.config import Settings
 from task_api.errors import install_error_handlers
 from task_api.health import router as health_router
 from task_api.logs import configure_logging
+from task_api.metrics import MetricsMiddleware
 from task_api.middleware import BodySizeLimitMiddleware, RequestContextMiddleware, TrailingSlashMiddleware
 from task_api.runtime import DOCS_ASSETS, Runtime
 from task_api.tasks.routes import router as tasks_router
@@ -45,7 +46,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(users_router, dependencies=limited)
     app.include_router(tasks_router, dependencies=limited)
     install_error_handlers(app)
-    app.add_middleware(TrailingSlashMiddleware)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    if settings.metrics_port:
+        app.add_middleware(MetricsMiddleware, port=settings.metrics_port)
+    app.add_middleware(TrailingSlashMiddleware)  # outside the metrics, which then see the route it reaches
     app.add_middleware(RequestContextMiddleware)
     return app

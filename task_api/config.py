@@ -47,6 +47,7 @@ class Settings(BaseSettings):
 
     host: str = "0.0.0.0"  # noqa: S104  (the production server listens on every interface)
     port: int = Field(default=8000, ge=1, le=65535)
+    metrics_port: int = Field(default=9000, ge=0, le=65535)  # /metrics answers here only; 0: no metrics
     web_concurrency: int | None = Field(default=None, ge=1)
     forwarded_allow_ips: str = "127.0.0.1"
     max_requests: int = Field(default=0, ge=0)  # recycle a worker after this many requests; 0: never
@@ -86,6 +87,8 @@ class Settings(BaseSettings):
                 "THREADPOOL_SIZE must not exceed DB_POOL_SIZE + DB_MAX_OVERFLOW: every running thread may hold "
                 "one connection, and a thread left waiting for one stalls its whole request"
             )
+        if self.metrics_port == self.port:
+            raise ValueError("METRICS_PORT must differ from PORT: /metrics is kept off the API's port")
         if len(self.secret_key.encode()) < MIN_SECRET_BYTES:
             raise ValueError(f"SECRET_KEY must be at least {MIN_SECRET_BYTES} bytes long")
         if self.app_env == "production":

@@ -12,6 +12,7 @@ from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from task_api.config import Settings
+from task_api.metrics import DB_CHECKED_OUT
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -45,6 +46,7 @@ def create_db_engine(settings: Settings) -> Engine:
             connect_args={"check_same_thread": False, "timeout": settings.db_pool_timeout},
         )
         event.listen(engine, "connect", _sqlite_pragmas)
+        _count_checkouts(engine)
         return engine
     engine = create_engine(
         settings.database_url,
@@ -60,7 +62,13 @@ def create_db_engine(settings: Settings) -> Engine:
         },
     )
     event.listen(engine, "checkout", _discard_if_closed_by_server)
+    _count_checkouts(engine)  # after the discard, which makes the pool retry the checkout
     return engine
+
+
+def _count_checkouts(engine: Engine) -> None:
+    event.listen(engine, "checkout", lambda *_: DB_CHECKED_OUT.inc())
+    event.listen(engine, "checkin", lambda *_: DB_CHECKED_OUT.dec())
 
 
 def _discard_if_closed_by_server(dbapi_connection: DBAPIConnection, *_: object) -> None:

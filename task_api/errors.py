@@ -12,6 +12,8 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException
 
+from task_api.metrics import DEPENDENCY_ERRORS
+
 logger = logging.getLogger(__name__)
 
 UNAVAILABLE_HEADERS = {"Retry-After": "5"}
@@ -100,11 +102,13 @@ def _validation_error(request: Request, exc: RequestValidationError) -> JSONResp
 
 
 def _database_unavailable(_: Request, exc: Exception) -> JSONResponse:
+    DEPENDENCY_ERRORS.labels("postgresql").inc()
     logger.warning("database unavailable: %s", type(exc).__name__)
     return _json(503, "Database unavailable", UNAVAILABLE_HEADERS)
 
 
 def redis_unavailable(_: Request, exc: RedisError) -> JSONResponse:
+    DEPENDENCY_ERRORS.labels("redis").inc()
     logger.warning("redis unavailable: %s", type(exc).__name__)
     return _json(503, "Token and rate-limit store unavailable", UNAVAILABLE_HEADERS)
 

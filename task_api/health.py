@@ -10,6 +10,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from task_api.errors import UNAVAILABLE_HEADERS, ServerErrorBody
+from task_api.metrics import DEPENDENCY_ERRORS
 from task_api.runtime import get_runtime
 
 router = APIRouter(tags=["operations"])
@@ -52,11 +53,13 @@ def ready(request: Request) -> JSONResponse:
             connection.execute(text("SELECT 1"))
         database: Check = "ok"
     except SQLAlchemyError:
+        DEPENDENCY_ERRORS.labels("postgresql").inc()
         database = "unavailable"
     try:
         runtime.redis.ping()
         redis: Check = "ok"
     except RedisError:
+        DEPENDENCY_ERRORS.labels("redis").inc()
         redis = "unavailable"
     healthy = database == redis == "ok"
     body = Readiness(status="ok" if healthy else "unavailable", database=database, redis=redis)

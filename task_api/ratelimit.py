@@ -36,6 +36,7 @@ from starlette.responses import Response
 from task_api.auth.tokens import Tokens, TokenType
 from task_api.config import Settings
 from task_api.errors import RateLimited
+from task_api.metrics import RATE_LIMITED
 
 ALL = "all"
 AUTH = "auth"
@@ -170,7 +171,7 @@ class Guard:
             request.state.budget_key = f"user:{claims.sub}"
             budget = self._all.key_for(request.state.budget_key, ALL)
             spend.conditions[budget] = (self._tokens.family_key(claims), self._all.key_for(address, ALL))
-        self._run(self._check_all, request, spend)
+        self._run(self._check_all, ALL, request, spend)
         if claims is None:
             request.state.auth_error = "Invalid or expired token" if bearer else "Not authenticated"
         elif spend.alive:
@@ -180,7 +181,7 @@ class Guard:
             request.state.auth_error = "Token has been revoked"
 
     def check_auth(self, request: Request) -> None:
-        self._run(self._check_auth, request, Spend())
+        self._run(self._check_auth, AUTH, request, Spend())
 
     def check_late(self, request: Request) -> None:
         """Spend the budget of a request that failed before its route's dependencies ran (an
@@ -190,7 +191,7 @@ class Guard:
         if limited and not getattr(request.state, "budget_checked", False):
             self.check(request)
 
-    def _run(self, check: object, request: Request, spend: Spend) -> None:
+    def _run(self, check: object, budget: str, request: Request, spend: Spend) -> None:
         """Run one decorated check; keep the tightest budget's headers for the response."""
         sink = Response()
         request.state._rate_limiting_complete = False  # slowapi's mark that skips any later check of the request
@@ -201,6 +202,7 @@ class Guard:
             self.limiter._inject_headers(sink, request.state.view_rate_limit)
             _keep_tightest(request, sink)
             retry_after = str(max(int(sink.headers["Retry-After"]), 1))
+            RATE_LIMITED.labels(budget).inc()
             raise RateLimited(
                 f"Rate limit exceeded: {exc.detail}. Try again in {retry_after} seconds.",
                 headers={"Retry-After": retry_after},

@@ -189,9 +189,10 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, process: subprocess.Popen[bytes], url: str, log: Path) -> None:
+    def __init__(self, process: subprocess.Popen[bytes], url: str, metrics_url: str, log: Path) -> None:
         self.process = process
         self.url = url
+        self.metrics_url = metrics_url
         self.log = log
 
     def log_lines(self) -> list[str]:
@@ -203,7 +204,7 @@ def start_server(database_url, redis, tmp_path) -> Iterator[Callable[..., Server
     servers: list[Server] = []
 
     def start(**env: str) -> Server:
-        port = free_port()
+        port, metrics_port = free_port(), free_port()
         log = tmp_path / f"server-{port}.log"
         environment = {
             **os.environ,
@@ -213,6 +214,7 @@ def start_server(database_url, redis, tmp_path) -> Iterator[Callable[..., Server
             "BCRYPT_ROUNDS": "4",
             "HOST": "127.0.0.1",
             "PORT": str(port),
+            "METRICS_PORT": str(metrics_port),
             "WEB_CONCURRENCY": "1",
             **env,
         }
@@ -224,7 +226,7 @@ def start_server(database_url, redis, tmp_path) -> Iterator[Callable[..., Server
                 stdout=output,
                 stderr=subprocess.STDOUT,
             )
-        server = Server(process, f"http://127.0.0.1:{port}", log)
+        server = Server(process, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{metrics_port}/metrics", log)
         servers.append(server)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and process.poll() is None:

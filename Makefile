@@ -8,7 +8,7 @@ LOCAL_DATABASE_URL ?= postgresql+psycopg2://postgres@127.0.0.1:5432/task_api
 LOCAL_REDIS_URL ?= redis://127.0.0.1:6379/0
 COMPOSE = $(shell $(PYTHON) -c 'import compose, pathlib; print(pathlib.Path(compose.__file__).parent / "docker-compose")')
 
-.PHONY: install install-run run serve migrate test test-sqlite lint format docker-check bench demo
+.PHONY: install install-run run serve migrate test test-sqlite lint format docker-check deploy-check bench demo
 
 install: $(VENV)/.installed
 install-run: $(VENV)/.installed-run
@@ -62,6 +62,11 @@ docker-check: install
 	SECRET_KEY=$(CHECK_SECRET) $(COMPOSE) --env-file /dev/null config --quiet
 	SECRET_KEY=$(CHECK_SECRET) $(COMPOSE) --env-file /dev/null --profile test config --quiet
 	env -u SECRET_KEY $(COMPOSE) --env-file /dev/null config --quiet 2>&1 | grep -q "required variable SECRET_KEY is missing a value: set SECRET_KEY in .env"
+
+# The Helm chart without a cluster: lint, render, validate the manifests, tests/test_chart.py.
+# Installs a pinned, checksummed helm into .venv (deploy/install-helm).
+deploy-check: install
+	bash deploy/check
 
 # The load benchmark against the local PostgreSQL and Redis (installs wrk from Debian if missing).
 bench: install

@@ -1,0 +1,318 @@
+"""The Helm chart (deploy/helm/task-api), rendered with `helm template` and read back.
+
+helm comes from `deploy/install-helm .venv/bin/helm` (deploy/check runs it), or HELM names one;
+without it these tests are skipped.
+"""
+
+import ast
+import json
+import os
+import subprocess
+import sys
+from functools import cache
+from operator import itemgetter
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from task_api.app import create_app
+from task_api.config import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+CHART = ROOT / "deploy" / "helm" / "task-api"
+HELM = os.environ.get("HELM") or str(Path(sys.executable).parent / "helm")
+if not os.access(HELM, os.X_OK):
+    pytest.skip(f"no helm at {HELM}: run deploy/install-helm .venv/bin/helm, or set HELM", allow_module_level=True)
+
+DEFAULT = "default-values.yaml"
+ALL_ON = "all-on-values.yaml"
+SECRET_NAME = "task-api-test"
+# What the test Secret would hold: none of it may reach a manifest.
+SECRET_VALUES = {
+    "SECRET_KEY": "k8s-test-signing-key-0123456789abcdef0123456789",
+    "DATABASE_URL": "postgresql://task_api:pg-test-password-5f1e@db.internal:5432/task_api",
+    "REDIS_URL": "redis://:redis-test-password-9c2a@redis.internal:6379/0",
+}
+SECRET_ENV = set(SECRET_VALUES)
+# The key of each in the Secret: the chart's defaults, and those ci/all-on-values.yaml names.
+SECRET_KEYS = {
+    DEFAULT: {"SECRET_KEY": "SECRET_KEY", "DATABASE_URL": "DATABASE_URL", "REDIS_URL": "REDIS_URL"},
+    ALL_ON: {"SECRET_KEY": "jwt-key", "DATABASE_URL": "postgres-url", "REDIS_URL": "redis-url"},
+}
+# Settings not taken from `config`: the Secret's, those the chart sets, and HOST (the probes need
+# gunicorn on every interface, the app's default).
+CHART_MANAGED = SECRET_ENV | {"APP_ENV", "WEB_CONCURRENCY", "HOST", "ADMIN_PASSWORD"}
+
+
+def helm_template(*options: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([HELM, "template", "prod", str(CHART), *options], capture_output=True, text=True, check=False)
+
+
+@cache
+def rendered_text(values: str, *options: str) -> str:
+    result = helm_template("--values", str(CHART / "ci" / values), "--set", f"existingSecret={SECRET_NAME}", *options)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def render(values: str = DEFAULT, *options: str) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(rendered_text(values, *options)) if doc]
+
+
+def kinds(docs: list[dict[str, Any]]) -> set[str]:
+    return {doc["kind"] for doc in docs}
+
+
+def one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    (doc,) = (doc for doc in docs if doc["kind"] == kind)
+    return doc
+
+
+def pod_spec(workload: dict[str, Any]) -> dict[str, Any]:
+    return workload["spec"]["template"]["spec"]
+
+
+def container(workload: dict[str, Any]) -> dict[str, Any]:
+    (only,) = pod_spec(workload)["containers"]
+    return only
+
+
+def matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return selector.items() <= labels.items()
+
+
+@cache
+def app_paths() -> frozenset[str]:
+    app = create_app(Settings(app_env="test", database_url="sqlite://", _env_file=None))
+    try:
+        return frozenset(app.openapi()["paths"])
+    finally:
+        app.state.runtime.close()
+
+
+def gunicorn_graceful_timeout() -> int:
+    tree = ast.parse((ROOT / "gunicorn.conf.py").read_text())
+    (value,) = (
+        node.value.value
+        for node in tree.body
+        if isinstance(node, ast.Assign) and [target.id for target in node.targets] == ["graceful_timeout"]
+    )
+    return value
+
+
+def test_default_rendering_has_no_optional_resources() -> None:
+    assert kinds(render(DEFAULT)) == {"ConfigMap", "Service", "Deployment", "Job"}
+
+
+def test_all_on_rendering_has_every_resource() -> None:
+    assert kinds(render(ALL_ON)) == {
+        "ConfigMap",
+        "Service",
+        "Deployment",
+        "Job",
+        "Ingress",
+        "PodDisruptionBudget",
+        "HorizontalPodAutoscaler",
+        "ServiceAccount",
+    }
+
+
+def test_replicas_are_left_to_the_autoscaler_when_it_is_on() -> None:
+    assert one(render(DEFAULT), "Deployment")["spec"]["replicas"] == 2
+    assert "replicas" not in one(render(ALL_ON), "Deployment")["spec"]
+
+
+def test_rollout_never_stops_a_pod_before_its_replacement_is_ready() -> None:
+    strategy = one(render(DEFAULT), "Deployment")["spec"]["strategy"]
+    assert strategy == {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
+
+
+def test_migration_job_is_a_pre_install_and_pre_upgrade_hook() -> None:
+    job = one(render(DEFAULT), "Job")
+    assert job["metadata"]["annotations"] == {
+        "helm.sh/hook": "pre-install,pre-upgrade",
+        "helm.sh/hook-weight": "0",
+        "helm.sh/hook-delete-policy": "before-hook-creation,hook-succeeded",
+    }
+    assert container(job)["command"] == ["python", "-m", "task_api", "migrate"]
+    assert pod_spec(job)["restartPolicy"] == "Never"
+
+
+@pytest.mark.parametrize("values", [DEFAULT, ALL_ON])
+def test_migration_job_needs_nothing_the_release_creates(values: str) -> None:
+    """Hooks run before the release's other resources exist."""
+    docs = render(values)
+    job = one(docs, "Job")
+    migrate = container(job)
+    assert "envFrom" not in migrate
+    assert not any("configMapKeyRef" in env.get("valueFrom", {}) for env in migrate["env"])
+    assert all("configMap" not in volume for volume in pod_spec(job)["volumes"])
+    created_accounts = {doc["metadata"]["name"] for doc in docs if doc["kind"] == "ServiceAccount"}
+    assert pod_spec(job).get("serviceAccountName", "default") not in created_accounts
+    env = {item["name"]: item.get("value") for item in migrate["env"]}
+    assert env["APP_ENV"] == "production"
+    assert one(docs, "ConfigMap")["data"].items() <= env.items()
+
+
+@pytest.mark.parametrize("values", [DEFAULT, ALL_ON])
+def test_budget_autoscaler_and_service_select_the_deployments_pods(values: str) -> None:
+    docs = render(values)
+    deployment = one(docs, "Deployment")
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    job_pod_labels = one(docs, "Job")["spec"]["template"]["metadata"]["labels"]
+    assert matches(selector, pod_labels)
+    assert not matches(selector, job_pod_labels)
+    service_selector = one(docs, "Service")["spec"]["selector"]
+    assert matches(service_selector, pod_labels)
+    assert not matches(service_selector, job_pod_labels)
+    if values == ALL_ON:
+        assert one(docs, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"] == selector
+        assert one(docs, "HorizontalPodAutoscaler")["spec"]["scaleTargetRef"] == {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "name": deployment["metadata"]["name"],
+        }
+
+
+@pytest.mark.parametrize("values", [DEFAULT, ALL_ON])
+def test_probes_ask_real_routes_on_a_container_port(values: str) -> None:
+    api = container(one(render(values), "Deployment"))
+    port_names = {port["name"] for port in api["ports"]}
+    paths = {}
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        get = api[probe]["httpGet"]
+        assert get["path"] in app_paths()
+        assert get["port"] in port_names
+        paths[probe] = (get["path"], get["port"])
+    assert paths == {
+        "startupProbe": ("/ready", "http"),
+        "readinessProbe": ("/health", "http"),
+        "livenessProbe": ("/health", "http"),
+    }
+
+
+def test_probe_timings() -> None:
+    api = container(one(render(DEFAULT), "Deployment"))
+    assert (api["startupProbe"]["periodSeconds"], api["startupProbe"]["failureThreshold"]) == (2, 30)
+    assert api["readinessProbe"]["periodSeconds"] == 5
+    liveness = api["livenessProbe"]
+    assert (liveness["periodSeconds"], liveness["timeoutSeconds"], liveness["failureThreshold"]) == (10, 5, 3)
+
+
+def test_shutdown_leaves_gunicorn_its_graceful_timeout() -> None:
+    deployment = one(render(DEFAULT), "Deployment")
+    sleep, seconds = container(deployment)["lifecycle"]["preStop"]["exec"]["command"]
+    assert (sleep, seconds) == ("/bin/sleep", "10")
+    grace = pod_spec(deployment)["terminationGracePeriodSeconds"]
+    assert grace == 45
+    assert grace > int(seconds) + gunicorn_graceful_timeout()
+
+
+OPTIONS_TEMPTING_A_CHART = [
+    option
+    for name, value in SECRET_VALUES.items()
+    for option in (
+        ("--set-string", f"config.{name}={value}"),
+        ("--set-string", f"{name}={value}"),
+        ("--set-string", f"{name.lower().replace('_', '')}={value}"),
+    )
+]
+
+
+@pytest.mark.parametrize("option", OPTIONS_TEMPTING_A_CHART, ids=lambda option: option[1].partition("=")[0])
+def test_a_secret_given_as_a_value_is_refused(option: tuple[str, str]) -> None:
+    result = helm_template("--set", f"existingSecret={SECRET_NAME}", *option)
+    value = option[1].partition("=")[2]
+    assert value not in result.stdout
+    assert result.returncode != 0, "the schema let a secret in as a value"
+
+
+@pytest.mark.parametrize("values", [DEFAULT, ALL_ON])
+def test_secrets_come_only_from_the_existing_secret(values: str) -> None:
+    text = rendered_text(values)
+    assert not [value for value in SECRET_VALUES.values() if value in text]
+    docs = render(values)
+    assert SECRET_ENV.isdisjoint(one(docs, "ConfigMap")["data"])
+    expected = sorted(
+        ((name, {"secretKeyRef": {"name": SECRET_NAME, "key": key}}) for name, key in SECRET_KEYS[values].items()),
+        key=itemgetter(0),
+    )
+    for workload in (one(docs, "Deployment"), one(docs, "Job")):
+        app = container(workload)
+        assert all("secretRef" not in source for source in app.get("envFrom", []))
+        from_secret = [(env["name"], env.get("valueFrom")) for env in app["env"] if env["name"] in SECRET_ENV]
+        assert sorted(from_secret, key=itemgetter(0)) == expected, workload["kind"]
+
+
+def test_rendering_without_an_existing_secret_fails() -> None:
+    for options in ((), ("--set", "existingSecret=")):
+        result = helm_template(*options)
+        assert result.returncode != 0
+        assert "existingSecret" in result.stderr
+
+
+@pytest.mark.parametrize("values", [DEFAULT, ALL_ON])
+def test_pods_run_unprivileged_on_a_read_only_root_with_tmp_in_an_empty_dir(values: str) -> None:
+    docs = render(values)
+    for workload in (one(docs, "Deployment"), one(docs, "Job")):
+        pod = pod_spec(workload)
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["runAsUser"] == 10001
+        assert pod["automountServiceAccountToken"] is False
+        security = container(workload)["securityContext"]
+        assert security["readOnlyRootFilesystem"] is True
+        assert security["allowPrivilegeEscalation"] is False
+        assert security["capabilities"]["drop"] == ["ALL"]
+        (tmp,) = (mount for mount in container(workload)["volumeMounts"] if mount["mountPath"] == "/tmp")  # noqa: S108
+        volumes = {volume["name"]: volume for volume in pod["volumes"]}
+        assert volumes[tmp["name"]]["emptyDir"] == {}
+
+
+@pytest.mark.parametrize("values", [DEFAULT, ALL_ON])
+def test_metrics_port_is_on_the_pods_only(values: str) -> None:
+    docs = render(values)
+    ports = {port["name"]: port["containerPort"] for port in container(one(docs, "Deployment"))["ports"]}
+    service = one(docs, "Service")
+    assert [port["targetPort"] for port in service["spec"]["ports"]] == ["http"]
+    for ingress in (doc for doc in docs if doc["kind"] == "Ingress"):
+        backends = [path["backend"]["service"] for rule in ingress["spec"]["rules"] for path in rule["http"]["paths"]]
+        assert backends
+        assert all(backend == {"name": service["metadata"]["name"], "port": {"name": "http"}} for backend in backends)
+    annotations = one(docs, "Deployment")["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/path"] == "/metrics"
+    assert int(annotations["prometheus.io/port"]) == ports["metrics"]
+    config = one(docs, "ConfigMap")["data"]
+    assert (int(config["PORT"]), int(config["METRICS_PORT"])) == (ports["http"], ports["metrics"])
+
+
+def test_metrics_disabled_leaves_the_pods_unscraped() -> None:
+    template = one(render(DEFAULT, "--set", "metrics.enabled=false"), "Deployment")["spec"]["template"]
+    assert not [name for name in template["metadata"]["annotations"] if name.startswith("prometheus.io/")]
+
+
+def test_a_config_change_rolls_the_pods() -> None:
+    def checksum(*options: str) -> str:
+        template = one(render(DEFAULT, *options), "Deployment")["spec"]["template"]
+        return template["metadata"]["annotations"]["checksum/config"]
+
+    assert checksum() != checksum("--set-string", "config.LOG_LEVEL=DEBUG")
+
+
+def test_default_sizing_and_settings() -> None:
+    api = container(one(render(DEFAULT), "Deployment"))
+    assert {"name": "WEB_CONCURRENCY", "value": "2"} in api["env"]
+    assert api["resources"] == {"requests": {"cpu": "1", "memory": "384Mi"}, "limits": {"memory": "512Mi"}}
+    config = one(render(DEFAULT), "ConfigMap")["data"]
+    assert config["APP_ENV"] == "production"
+    assert config["FORWARDED_ALLOW_IPS"] == "127.0.0.1"
+    assert config["COOKIE_SECURE"] == "true"
+
+
+def test_config_takes_every_setting_the_chart_does_not_set_itself() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    allowed = set(schema["properties"]["config"]["properties"])
+    assert allowed == {name.upper() for name in Settings.model_fields} - CHART_MANAGED

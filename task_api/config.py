@@ -6,9 +6,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
+from task_api.sentinel import SENTINEL_SCHEME, parse_sentinel_url
+
 # What PostgreSQL's docs, its Docker image and hosts such as Heroku hand out; SQLAlchemy would
 # read either as psycopg 3, which is not installed.
 BARE_POSTGRES_SCHEMES = ("postgres://", "postgresql://")
+REDIS_SCHEMES = ("redis", "rediss", "unix", SENTINEL_SCHEME)
 PLACEHOLDER_SECRET = "change-me-development-secret-key-not-for-production"
 MIN_SECRET_BYTES = 32
 
@@ -75,6 +78,18 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"names {scheme}://, whose driver is not installed ({exc}): use postgresql:// (psycopg2) or sqlite:///"
             ) from None
+        return url
+
+    @field_validator("redis_url")
+    @classmethod
+    def _known_redis_url(cls, url: str | None) -> str | None:
+        if url is None:
+            return url
+        scheme = url.partition("://")[0]
+        if scheme not in REDIS_SCHEMES:
+            raise ValueError(f"must start with one of {', '.join(f'{known}://' for known in REDIS_SCHEMES)}")
+        if scheme == SENTINEL_SCHEME:
+            parse_sentinel_url(url)
         return url
 
     @model_validator(mode="after")

@@ -3,8 +3,9 @@
 TEST_DATABASE_URL names a PostgreSQL server database to connect to (default: the local
 server's `postgres` database); the suite creates its own database beside it and drops it
 at the end. `TEST_DATABASE_URL=sqlite://` runs the suite on a throwaway SQLite file
-instead, skipping the tests marked `postgres_only`. TEST_REDIS_URL names the Redis
-database the suite owns and flushes (default db 15).
+instead, skipping the tests marked `postgres_only`. TEST_PGBOUNCER=1 puts a PgBouncer in
+transaction mode between the app and that database (migrations and fixtures still connect
+directly). TEST_REDIS_URL names the Redis database the suite owns and flushes (default db 15).
 """
 
 import os
@@ -12,9 +13,11 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +52,8 @@ def alembic_config(database_url: str) -> Config:
 
 
 ON_SQLITE = SERVER_URL.startswith("sqlite")
+THROUGH_PGBOUNCER = os.environ.get("TEST_PGBOUNCER", "") not in {"", "0"}
+PGBOUNCER = shutil.which("pgbouncer") or shutil.which("pgbouncer", path="/usr/sbin")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -98,10 +103,69 @@ def empty_database(database_url: str) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def settings(database_url: str) -> Settings:
+def app_database_url(database_url: str) -> Iterator[str]:
+    """Where the app connects: the test database, or a PgBouncer in front of it."""
+    if not THROUGH_PGBOUNCER:
+        yield database_url
+        return
+    assert not ON_SQLITE, "TEST_PGBOUNCER needs PostgreSQL"
+    url = make_url(database_url)
+    with running_pgbouncer(url.host or "127.0.0.1", url.port or 5432) as port:
+        yield url.set(host="127.0.0.1", port=port).render_as_string(hide_password=False)
+
+
+@contextmanager
+def running_pgbouncer(host: str, port: int, **options: str) -> Iterator[int]:
+    """A PgBouncer in transaction mode on a free loopback port, forwarding every database to
+    host:port; yields its port."""
+    if PGBOUNCER is None:
+        pytest.fail("pgbouncer is not installed (apt-get install pgbouncer)")
+    listen = free_port()
+    # PgBouncer refuses to run as root; as root it runs as postgres, which must reach its files.
+    with tempfile.TemporaryDirectory(prefix="pgbouncer-") as scratch:
+        directory = Path(scratch)
+        directory.chmod(0o777)
+        settings = {
+            "listen_addr": "127.0.0.1",
+            "listen_port": str(listen),
+            "unix_socket_dir": "",
+            "auth_type": "any",  # trust, as the test server does; the user comes from [databases]
+            "pool_mode": "transaction",
+            "max_client_conn": "500",
+            "default_pool_size": "20",
+            "query_wait_timeout": "5",
+            "logfile": str(directory / "pgbouncer.log"),
+            "pidfile": str(directory / "pgbouncer.pid"),
+            **options,
+        }
+        lines = ["[databases]", f"* = host={host} port={port} user=postgres", "[pgbouncer]"]
+        lines += [f"{key} = {value}" for key, value in settings.items()]
+        (directory / "pgbouncer.ini").write_text("\n".join(lines) + "\n")
+        as_postgres = ["-u", "postgres"] if os.geteuid() == 0 else []
+        bouncer = subprocess.Popen([PGBOUNCER, *as_postgres, str(directory / "pgbouncer.ini")])
+        try:
+            wait_for_port(listen, bouncer)
+            yield listen
+        finally:
+            bouncer.terminate()
+            bouncer.wait(timeout=10)
+
+
+def wait_for_port(port: int, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and process.poll() is None:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"nothing listens on {port}")
+
+
+@pytest.fixture(scope="session")
+def settings(app_database_url: str) -> Settings:
     return Settings(
         app_env="test",
-        database_url=database_url,
+        database_url=app_database_url,
         redis_url=REDIS_URL,
         secret_key=SECRET_KEY,
         bcrypt_rounds=4,
@@ -200,7 +264,7 @@ class Server:
 
 
 @pytest.fixture
-def start_server(database_url, redis, tmp_path) -> Iterator[Callable[..., Server]]:
+def start_server(app_database_url, redis, tmp_path) -> Iterator[Callable[..., Server]]:
     servers: list[Server] = []
 
     def start(**env: str) -> Server:
@@ -208,7 +272,7 @@ def start_server(database_url, redis, tmp_path) -> Iterator[Callable[..., Server
         log = tmp_path / f"server-{port}.log"
         environment = {
             **os.environ,
-            "DATABASE_URL": database_url,
+            "DATABASE_URL": app_database_url,
             "REDIS_URL": REDIS_URL,
             "SECRET_KEY": SECRET_KEY,
             "BCRYPT_ROUNDS": "4",
@@ -246,7 +310,7 @@ def start_server(database_url, redis, tmp_path) -> Iterator[Callable[..., Server
 REDIS_SERVER = shutil.which("redis-server")
 
 
-def start_redis(port: int) -> subprocess.Popen[bytes]:
+def start_redis(port: int, *options: str) -> subprocess.Popen[bytes]:
     assert REDIS_SERVER is not None
     server = subprocess.Popen(
         # DEBUG SLEEP (allowed from loopback) plays a Redis slower than its timeout
@@ -262,16 +326,12 @@ def start_redis(port: int) -> subprocess.Popen[bytes]:
             "no",
             "--enable-debug-command",
             "local",
+            *options,
         ],
         stdout=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return server
-        time.sleep(0.05)
-    raise AssertionError("redis-server did not start")
+    wait_for_port(port, server)
+    return server
 
 
 @pytest.fixture

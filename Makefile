@@ -8,7 +8,7 @@ LOCAL_DATABASE_URL ?= postgresql+psycopg2://postgres@127.0.0.1:5432/task_api
 LOCAL_REDIS_URL ?= redis://127.0.0.1:6379/0
 COMPOSE = $(shell $(PYTHON) -c 'import compose, pathlib; print(pathlib.Path(compose.__file__).parent / "docker-compose")')
 
-.PHONY: install install-run run serve migrate test test-sqlite lint format docker-check deploy-check bench demo
+.PHONY: install install-run run serve migrate test test-sqlite test-pgbouncer lint format docker-check deploy-check bench demo
 
 install: $(VENV)/.installed
 install-run: $(VENV)/.installed-run
@@ -45,6 +45,11 @@ test: install
 # The same suite on a throwaway SQLite file (Redis stays the real one).
 test-sqlite: install
 	TEST_DATABASE_URL=sqlite:// $(PYTHON) -m pytest
+
+# The same suite with the app behind a PgBouncer in transaction mode that the tests start
+# (Debian's pgbouncer); migrations and fixtures still connect directly.
+test-pgbouncer: install
+	TEST_PGBOUNCER=1 $(PYTHON) -m pytest
 
 lint: install
 	$(PYTHON) -m ruff check .

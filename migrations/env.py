@@ -1,7 +1,7 @@
 from logging.config import fileConfig
 
 from alembic import context
-from sqlalchemy import create_engine, pool
+from sqlalchemy import Connection, create_engine, pool
 
 from task_api import models  # noqa: F401  (maps every table)
 from task_api.config import Settings
@@ -49,9 +49,29 @@ def run_migrations_online() -> None:
             include_object=include_object,
             render_as_batch=connection.dialect.name == "sqlite",
         )
+        on_postgres = connection.dialect.name == "postgresql"
         with context.begin_transaction():
+            if on_postgres:
+                connection.exec_driver_sql("SET LOCAL statement_timeout = 0")  # a migration may take long
             context.run_migrations()
+            if on_postgres:
+                set_session_defaults(connection)
     engine.dispose()
+
+
+def set_session_defaults(connection: Connection) -> None:
+    """The statement timeout and UTC, as defaults of the database itself.
+
+    The app sets no session state when it connects: behind PgBouncer in transaction mode a
+    connection is shared between clients, and PgBouncer refuses the `options` startup
+    parameter. Every new server session takes these defaults instead, whoever connects and
+    however. Changing them needs the database's owner, which is who runs migrations.
+    """
+    name = connection.exec_driver_sql("SELECT current_database()").scalar_one()
+    database = connection.dialect.identifier_preparer.quote(name)
+    timeout_ms = int(Settings().db_statement_timeout_ms)
+    connection.exec_driver_sql(f"ALTER DATABASE {database} SET statement_timeout = {timeout_ms}")
+    connection.exec_driver_sql(f"ALTER DATABASE {database} SET timezone = 'UTC'")
 
 
 if context.is_offline_mode():

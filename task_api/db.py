@@ -55,11 +55,9 @@ def create_db_engine(settings: Settings) -> Engine:
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout,
         pool_recycle=settings.db_pool_recycle,
-        connect_args={
-            "connect_timeout": settings.db_connect_timeout,
-            "options": f"-c statement_timeout={settings.db_statement_timeout_ms} -c timezone=UTC",
-            "application_name": "task_api",
-        },
+        # No `options` startup parameter: PgBouncer refuses it. The statement timeout and UTC are
+        # the database's own defaults, set by every migration (migrations/env.py).
+        connect_args={"connect_timeout": settings.db_connect_timeout, "application_name": "task_api"},
     )
     event.listen(engine, "checkout", _discard_if_closed_by_server)
     _count_checkouts(engine)  # after the discard, which makes the pool retry the checkout

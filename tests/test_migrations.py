@@ -1,7 +1,9 @@
 import pytest
 from alembic import command
 from sqlalchemy import create_engine, inspect, text
+from sqlalchemy.exc import OperationalError
 
+from task_api.db import create_db_engine
 from tests.conftest import alembic_config
 
 
@@ -57,3 +59,16 @@ def test_newest_first_listing_is_served_by_an_index_without_a_sort(db):
 
     assert "ix_tasks_owner_created" in plan
     assert "Sort" not in plan
+
+
+@pytest.mark.postgres_only
+def test_every_session_gets_the_statement_timeout_and_utc_without_startup_options(settings):
+    engine = create_db_engine(settings)
+    try:
+        with engine.connect() as connection:
+            assert connection.exec_driver_sql("SHOW statement_timeout").scalar_one() == "5s"
+            assert connection.exec_driver_sql("SHOW timezone").scalar_one() == "UTC"
+            with pytest.raises(OperationalError, match="statement timeout"):
+                connection.exec_driver_sql("SELECT pg_sleep(6)")
+    finally:
+        engine.dispose()

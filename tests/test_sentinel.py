@@ -68,8 +68,11 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
     cluster = Cluster(free_port(), free_port(), [free_port() for _ in range(3)])
     processes = cluster.processes
     try:
-        processes["primary"] = start_redis(cluster.primary_port)
-        processes["replica"] = start_redis(cluster.replica_port, "--replicaof", "127.0.0.1", str(cluster.primary_port))
+        data = ["--dir", str(tmp_path)]  # where the replica keeps the copy it syncs
+        processes["primary"] = start_redis(cluster.primary_port, *data)
+        processes["replica"] = start_redis(
+            cluster.replica_port, *data, "--replicaof", "127.0.0.1", str(cluster.primary_port)
+        )
         for port in cluster.sentinel_ports:
             processes[f"sentinel-{port}"] = start_sentinel(port, cluster.primary_port, tmp_path)
         wait_for(lambda: all_sentinels_see_the_whole_cluster(cluster), timeout=30)

@@ -27,12 +27,9 @@ run: install-run
 	$(PYTHON) -m task_api serve
 
 # The production server (gunicorn.conf.py) against the local PostgreSQL and Redis.
-# Without DATABASE_URL it creates the local `task_api` database if it is missing.
+# It creates the database DATABASE_URL names (default: the local `task_api`) if it is missing.
 serve: install-run
-	test -n "$$DATABASE_URL" \
-		|| psql -h 127.0.0.1 -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'task_api'" | grep -q 1 \
-		|| createdb -h 127.0.0.1 -U postgres task_api
-	DATABASE_URL=$${DATABASE_URL:-$(LOCAL_DATABASE_URL)} $(PYTHON) -m task_api migrate
+	DATABASE_URL=$${DATABASE_URL:-$(LOCAL_DATABASE_URL)} $(PYTHON) -m task_api migrate --create-database
 	DATABASE_URL=$${DATABASE_URL:-$(LOCAL_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(LOCAL_REDIS_URL)} \
 		$(VENV)/bin/gunicorn -c gunicorn.conf.py task_api.main:app
 

@@ -1,4 +1,4 @@
-"""Command line: `python -m task_api serve | migrate | create-admin EMAIL`."""
+"""Command line: `python -m task_api serve | migrate [--create-database] | create-admin EMAIL`."""
 
 import argparse
 import getpass
@@ -6,13 +6,14 @@ import sys
 
 import uvicorn
 from pydantic import TypeAdapter, ValidationError
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
 from task_api import models  # noqa: F401  (maps every table)
 from task_api.config import Settings, load_settings
 from task_api.db import create_db_engine, create_session_factory
 from task_api.fields import Email, Password
-from task_api.migrate import migrate
+from task_api.migrate import create_database, migrate
 from task_api.users import service
 from task_api.users.schemas import AdminUserCreate
 
@@ -52,7 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     serve = commands.add_parser("serve", help="migrate, then run the API in one process (the embedded default)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
-    commands.add_parser("migrate", help="bring the database up to the newest migration")
+    migrate_command = commands.add_parser("migrate", help="bring the database up to the newest migration")
+    migrate_command.add_argument(
+        "--create-database", action="store_true", help="first create the PostgreSQL database if it does not exist"
+    )
     admin = commands.add_parser(
         "create-admin", help="create an admin, or promote an existing user (password from ADMIN_PASSWORD or a prompt)"
     )
@@ -65,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
             password = settings.admin_password.get_secret_value() if settings.admin_password else None
             print(create_admin(settings, args.email, password))
         else:
+            if getattr(args, "create_database", False) and create_database(settings):
+                print(f"created the database {make_url(settings.database_url).database}")
             migrate(settings)
             if args.command == "serve":
                 uvicorn.run("task_api.main:app", host=args.host, port=args.port)

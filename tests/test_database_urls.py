@@ -3,10 +3,13 @@
 import os
 import subprocess
 import sys
+import uuid
+from collections.abc import Iterator
 
 import httpx2
 import pytest
-from sqlalchemy import create_engine, inspect, select
+from sqlalchemy import create_engine, inspect, select, text
+from sqlalchemy.engine import make_url
 
 from task_api.config import Settings
 from task_api.users.models import User
@@ -61,6 +64,35 @@ def test_migrate_and_create_admin_accept_the_bare_forms(empty_database, scheme):
         with engine.connect() as connection:
             assert {"users", "tasks", "alembic_version"} <= set(inspect(connection).get_table_names())
             assert connection.scalar(select(User.is_admin).where(User.email == "root@example.com")) is True
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def missing_database(database_url) -> Iterator[str]:
+    """The URL of a database that does not exist yet; dropped afterwards if a test made it."""
+    url = make_url(database_url).set(database=f"task_api_new_{uuid.uuid4().hex[:12]}")
+    yield url.render_as_string(hide_password=False)
+    server = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with server.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)'))
+    server.dispose()
+
+
+def test_migrate_creates_a_missing_database_when_asked(missing_database):
+    refused = run_cli(bare(missing_database, "postgresql://"), "migrate")
+    created = run_cli(bare(missing_database, "postgresql://"), "migrate", "--create-database")
+    again = run_cli(bare(missing_database, "postgresql://"), "migrate", "--create-database")
+
+    assert refused.returncode != 0
+    assert "does not exist" in refused.stderr
+    assert created.returncode == 0, created.stderr
+    assert created.stdout.startswith("created the database task_api_new_")
+    assert (again.returncode, again.stdout) == (0, "")
+    engine = create_engine(missing_database)
+    try:
+        with engine.connect() as connection:
+            assert "tasks" in inspect(connection).get_table_names()
     finally:
         engine.dispose()
 

@@ -9,10 +9,13 @@ from sqlalchemy import DateTime, Dialect, Engine, TypeDecorator, create_engine, 
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.pool import ConnectionPoolEntry
 from starlette.concurrency import run_in_threadpool
 
 from task_api.config import Settings
 from task_api.metrics import DB_CHECKED_OUT
+
+COUNTED = "task_api_counted"  # in a pool entry's info while the metrics count it as checked out
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -65,8 +68,20 @@ def create_db_engine(settings: Settings) -> Engine:
 
 
 def _count_checkouts(engine: Engine) -> None:
-    event.listen(engine, "checkout", lambda *_: DB_CHECKED_OUT.inc())
-    event.listen(engine, "checkin", lambda *_: DB_CHECKED_OUT.dec())
+    """Checked-out connections, for the metrics. A checkout that fails still sends `checkin`,
+    but no `checkout`: only a connection counted in is counted out."""
+    event.listen(engine, "checkout", _counted_out)
+    event.listen(engine, "checkin", _counted_in)
+
+
+def _counted_out(_: DBAPIConnection, record: ConnectionPoolEntry, *__: object) -> None:
+    record.info[COUNTED] = True
+    DB_CHECKED_OUT.inc()
+
+
+def _counted_in(_: DBAPIConnection | None, record: ConnectionPoolEntry) -> None:
+    if record.info.pop(COUNTED, False):
+        DB_CHECKED_OUT.dec()
 
 
 def _discard_if_closed_by_server(dbapi_connection: DBAPIConnection, *_: object) -> None:

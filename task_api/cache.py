@@ -5,10 +5,11 @@ Sentinels (`redis+sentinel://`); either way the token store and slowapi's storag
 one pool this returns.
 """
 
+from contextlib import suppress
 from typing import Any
 
 from fakeredis import FakeConnection, FakeServer
-from redis import BlockingConnectionPool, Redis
+from redis import BlockingConnectionPool, Connection, Redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelConnectionPool
@@ -25,6 +26,14 @@ class BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
     primary demoted closes itself, so after a failover the pool reconnects to the new primary
     without help. Until then calls fail (a 503), and nothing is let through.
     """
+
+    def release(self, connection: Connection) -> None:
+        """BlockingConnectionPool drops a connection to the old primary without forgetting it;
+        forget it, or every failover would leave up to max_connections of them behind."""
+        super().release(connection)
+        if not self.owns_connection(connection):
+            with suppress(ValueError):
+                self._connections.remove(connection)
 
 
 def create_redis(settings: Settings) -> Redis:

@@ -6,6 +6,7 @@ from urllib.parse import parse_qs, unquote
 SENTINEL_SCHEME = "redis+sentinel"
 SENTINEL_OPTIONS = frozenset({"sentinel_username", "sentinel_password"})
 DEFAULT_SENTINEL_PORT = 26379
+MAX_PORT = 65535
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ def _host_and_port(address: str) -> tuple[str, int]:
         port = port.removeprefix(":")
     else:
         host, _, port = address.partition(":")
-    if not host or not (port.isdigit() or not port):
-        raise ValueError(f"has {address!r} where host:port goes")
+    if not host or not (port.isdigit() or not port) or int(port or DEFAULT_SENTINEL_PORT) > MAX_PORT:
+        # The address is not echoed: a password with an unencoded / ? or @ lands here.
+        raise ValueError("has a Sentinel that is not host:port (percent-encode / ? @ : in a password)")
     return host, int(port or DEFAULT_SENTINEL_PORT)

@@ -199,7 +199,9 @@ def test_sentinel_urls_are_read_whole(url, target):
     [
         ("redis+sentinel://s1:26379", "names no service"),
         ("redis+sentinel:///mymaster", "names no Sentinel"),
-        ("redis+sentinel://s1:port/mymaster", "where host:port goes"),
+        ("redis+sentinel://s1:port/mymaster", "not host:port"),
+        ("redis+sentinel://s1:65536/mymaster", "not host:port"),
+        ("redis+sentinel://:hunter2/x@s1/mymaster", "not host:port"),
         ("redis+sentinel://s1/mymaster/zero", "where a database number goes"),
         ("redis+sentinel://s1/mymaster?timeout=1", "unknown options ['timeout']"),
         ("sentinel://s1/mymaster", "must start with one of redis://, rediss://, unix://, redis+sentinel://"),
@@ -211,3 +213,4 @@ def test_a_bad_redis_url_is_one_line_naming_the_variable(url, says):
 
     assert explain(refused.value).startswith("REDIS_URL: ")
     assert says in explain(refused.value)
+    assert "hunter2" not in explain(refused.value)

@@ -1,13 +1,17 @@
+import logging
 from logging.config import fileConfig
 
 from alembic import context
 from sqlalchemy import Connection, create_engine, pool
+from sqlalchemy.exc import ProgrammingError
 
 from task_api import models  # noqa: F401  (maps every table)
 from task_api.config import Settings
 from task_api.db import Base
 
+INSUFFICIENT_PRIVILEGE = "42501"
 config = context.config
+logger = logging.getLogger("alembic.env")
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):
     fileConfig(config.config_file_name, disable_existing_loggers=False)
 
@@ -65,13 +69,26 @@ def set_session_defaults(connection: Connection) -> None:
     The app sets no session state when it connects: behind PgBouncer in transaction mode a
     connection is shared between clients, and PgBouncer refuses the `options` startup
     parameter. Every new server session takes these defaults instead, whoever connects and
-    however. Changing them needs the database's owner, which is who runs migrations.
+    however. Changing them needs the database's owner: a migration run by another role keeps
+    the schema changes and warns that these defaults are left as they were.
     """
     name = connection.exec_driver_sql("SELECT current_database()").scalar_one()
     database = connection.dialect.identifier_preparer.quote(name)
     timeout_ms = int(Settings().db_statement_timeout_ms)
-    connection.exec_driver_sql(f"ALTER DATABASE {database} SET statement_timeout = {timeout_ms}")
-    connection.exec_driver_sql(f"ALTER DATABASE {database} SET timezone = 'UTC'")
+    try:
+        with connection.begin_nested():
+            connection.exec_driver_sql(f"ALTER DATABASE {database} SET statement_timeout = {timeout_ms}")
+            connection.exec_driver_sql(f"ALTER DATABASE {database} SET timezone = 'UTC'")
+    except ProgrammingError as exc:
+        if getattr(exc.orig, "pgcode", None) != INSUFFICIENT_PRIVILEGE:
+            raise
+        logger.warning(
+            "statement_timeout and timezone are not the database's defaults: only its owner can set them "
+            "(ALTER DATABASE %s SET statement_timeout = %d; ALTER DATABASE %s SET timezone = 'UTC')",
+            database,
+            timeout_ms,
+            database,
+        )
 
 
 if context.is_offline_mode():

@@ -1,6 +1,9 @@
+import uuid
+
 import pytest
 from alembic import command
 from sqlalchemy import create_engine, inspect, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
 from task_api.db import create_db_engine
@@ -72,3 +75,28 @@ def test_every_session_gets_the_statement_timeout_and_utc_without_startup_option
                 connection.exec_driver_sql("SELECT pg_sleep(6)")
     finally:
         engine.dispose()
+
+
+@pytest.mark.postgres_only
+def test_a_role_that_does_not_own_the_database_still_migrates_it(empty_database, caplog):
+    role = f"migrator_{uuid.uuid4().hex[:8]}"
+    owner = create_engine(empty_database, isolation_level="AUTOCOMMIT")
+    database = make_url(empty_database).database
+    with owner.connect() as connection:
+        connection.execute(text(f'CREATE ROLE "{role}" LOGIN'))
+        connection.execute(text(f'GRANT CREATE ON DATABASE "{database}" TO "{role}"'))
+        connection.execute(text(f'GRANT ALL ON SCHEMA public TO "{role}"'))
+    try:
+        command.upgrade(alembic_config(make_url(empty_database).set(username=role).render_as_string(False)), "head")
+        with owner.connect() as connection:
+            tables = set(inspect(connection).get_table_names())
+            timeout = connection.exec_driver_sql("SHOW statement_timeout").scalar_one()
+    finally:
+        with owner.connect() as connection:
+            connection.execute(text(f'DROP OWNED BY "{role}"'))
+            connection.execute(text(f'DROP ROLE "{role}"'))
+        owner.dispose()
+
+    assert {"users", "tasks", "alembic_version"} <= tables
+    assert timeout == "0"  # left as it was
+    assert "only its owner can set them" in caplog.text

@@ -44,9 +44,10 @@ if settings.redis_url is None and workers > 1:
 # Metrics: each worker writes its samples to files in one directory, and a scrape adds them up.
 # It must be named before the app (and prometheus_client) is imported; a reload (SIGHUP) reads
 # this file again and keeps the same directory. /tmp is an emptyDir in the Helm chart.
+METRICS_DIR_PREFIX = "task_api-metrics-"
 if settings.metrics_port:
     if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="task_api-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix=METRICS_DIR_PREFIX)
     metrics_dir = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
     metrics_dir.mkdir(parents=True, exist_ok=True)
 
@@ -98,8 +99,12 @@ def on_starting(server: Arbiter) -> None:
 
 
 def on_exit(server: Arbiter) -> None:
+    """Remove the samples, and the directory if this file made it (never one an operator named)."""
     if settings.metrics_port:
-        shutil.rmtree(metrics_dir, ignore_errors=True)
+        for samples in metrics_dir.glob("*.db"):
+            samples.unlink()
+        if metrics_dir.name.startswith(METRICS_DIR_PREFIX):
+            shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 def child_exit(server: Arbiter, worker: Worker) -> None:

@@ -2,6 +2,7 @@
 
 import argparse
 import getpass
+import os
 import sys
 
 import uvicorn
@@ -73,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"created the database {make_url(settings.database_url).database}")
             migrate(settings)
             if args.command == "serve":
+                # One process on one port: the metrics port is gunicorn's, so /metrics is not served
+                # here, and a --port equal to METRICS_PORT must not be taken for it.
+                os.environ["METRICS_PORT"] = "0"
                 uvicorn.run("task_api.main:app", host=args.host, port=args.port)
     except ValidationError as exc:
         messages = "; ".join(f"{'.'.join(map(str, error['loc'])) or 'input'}: {error['msg']}" for error in exc.errors())

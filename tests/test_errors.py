@@ -95,9 +95,11 @@ def test_the_service_recovers_when_database_connections_are_cut(client, db, auth
     assert pool.checkedin() >= 1
     outsider = create_engine(database_url, poolclass=NullPool)
     with outsider.connect() as connection:
+        # With a timeout, pg_terminate_backend returns only once each backend has exited (it
+        # otherwise returns as soon as the signal is sent, before the connection is closed).
         killed = connection.scalar(
             text(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 5000)) FROM pg_stat_activity"
                 " WHERE datname = current_database() AND pid <> pg_backend_pid()"
             )
         )

@@ -91,7 +91,9 @@ def main() -> int:
     migrate(settings)
     data_dir = RESULTS / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(args.database_url)
+    # Seeding a million rows outlasts the statement timeout that migrate sets as the database's
+    # default for the app's requests.
+    engine = create_engine(args.database_url, connect_args={"options": "-c statement_timeout=0"})
     redis = Redis.from_url(args.redis_url, decode_responses=True)
     redis.flushdb()
     started = time.monotonic()

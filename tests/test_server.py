@@ -83,23 +83,32 @@ def test_the_in_process_redis_is_refused_with_several_workers(database_url):
 
 def test_recycled_workers_drop_no_request_under_load(start_server, db):
     server = start_server(WEB_CONCURRENCY="2", MAX_REQUESTS="100")
+    asking = threading.Event()
+    asking.set()
 
     def keep_asking(_: int) -> list[int | str]:
         outcomes: list[int | str] = []
         with httpx2.Client(base_url=server.url, timeout=10) as client:  # one keep-alive connection per thread
-            for _ in range(150):
+            while asking.is_set():
                 try:
                     outcomes.append(client.get("/health").status_code)
                 except httpx2.TransportError as exc:
                     outcomes.append(type(exc).__name__)
         return outcomes
 
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        outcomes = [outcome for outcomes in pool.map(keep_asking, range(8)) for outcome in outcomes]
+    def workers_started() -> int:
+        return sum("Started server process" in line for line in server.log_lines())
 
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        load = [pool.submit(keep_asking, n) for n in range(8)]
+        try:
+            wait_for(lambda: workers_started() >= 8)  # the first two workers, and six replacements
+        finally:
+            asking.clear()
+        outcomes = [outcome for future in load for outcome in future.result()]
+
+    assert len(outcomes) > 600
     assert [outcome for outcome in outcomes if outcome != 200] == []
-    started = [line for line in server.log_lines() if "Started server process" in line]
-    assert len(started) >= 6  # the first two workers, and at least four replacements
 
 
 def test_a_reload_and_a_stop_under_load_fail_no_request(start_server, db):

@@ -6,6 +6,9 @@ import httpx2
 import pytest
 from fastapi.testclient import TestClient
 from redis import Redis
+from redis.backoff import NoBackoff
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
 from sqlalchemy import event, func, select
 
 from task_api.models import Task
@@ -235,13 +238,26 @@ def test_redis_slower_than_its_timeout_fails_closed(make_app, db, own_redis):
         assert client.get("/tasks").status_code == 401
         sleeper = threading.Thread(target=blocker.execute_command, args=("DEBUG", "SLEEP", "2"))
         sleeper.start()
-        time.sleep(0.1)
+        wait_until_asleep(port)
         response = client.get("/tasks")
         sleeper.join()
 
     assert response.status_code == 503
     assert response.json() == {"detail": "Token and rate-limit store unavailable"}
     assert response.headers["Retry-After"]
+
+
+def wait_until_asleep(port: int) -> None:
+    """Until the server stops answering: DEBUG SLEEP has started."""
+    with Redis(port=port, socket_timeout=0.05, retry=Retry(NoBackoff(), retries=0)) as probe:
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            try:
+                probe.ping()
+            except RedisTimeoutError:
+                return
+            time.sleep(0.01)
+    raise AssertionError("DEBUG SLEEP did not start")
 
 
 def test_an_exhausted_redis_pool_fails_closed(make_app, db):

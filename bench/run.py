@@ -196,11 +196,11 @@ def run_round(url: str, args: argparse.Namespace, data_dir: Path, number: int) -
     measured: dict[str, Result] = {}
     for scenario in ROUND_SCENARIOS:
         run_wrk(f"{scenario} (warm-up)", url, args, data_dir, duration=WARM_UP_S, script=scenario)
-        measured[scenario] = run_wrk(f"{scenario}, round {number}", url, args, data_dir, script=scenario)
-        measured[scenario].scenario = scenario
-        measured[scenario].ratio_to_health = round(
-            measured[scenario].requests_per_s / measured["health"].requests_per_s, 4
-        )
+        result = run_wrk(f"{scenario}, round {number}", url, args, data_dir, script=scenario)
+        result.scenario = scenario
+        health = result if scenario == "health" else measured["health"]
+        result.ratio_to_health = round(result.requests_per_s / health.requests_per_s, 4)
+        measured[scenario] = result
     return measured
 
 

@@ -14,6 +14,7 @@ from sqlalchemy import event, func, select
 from task_api.models import Task
 from tests.conftest import PASSWORD, Server
 from tests.factories import TaskFactory, UserFactory
+from tests.test_server import wait_for
 
 LIMIT = 100
 
@@ -250,14 +251,14 @@ def test_redis_slower_than_its_timeout_fails_closed(make_app, db, own_redis):
 def wait_until_asleep(port: int) -> None:
     """Until the server stops answering: DEBUG SLEEP has started."""
     with Redis(port=port, socket_timeout=0.05, retry=Retry(NoBackoff(), retries=0)) as probe:
-        deadline = time.monotonic() + 1.5
-        while time.monotonic() < deadline:
-            try:
-                probe.ping()
-            except RedisTimeoutError:
-                return
-            time.sleep(0.01)
-    raise AssertionError("DEBUG SLEEP did not start")
+        wait_for(lambda: not answers(probe), timeout=1.5)
+
+
+def answers(probe: Redis) -> bool:
+    try:
+        return bool(probe.ping())
+    except RedisTimeoutError:
+        return False
 
 
 def test_an_exhausted_redis_pool_fails_closed(make_app, db):

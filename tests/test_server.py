@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx2
 
 from task_api.auth.passwords import hash_password
-from tests.conftest import GUNICORN, PASSWORD, ROOT, free_port
+from tests.conftest import GUNICORN, PASSWORD, ROOT, Server, free_port
 from tests.factories import TaskFactory, UserFactory
 
 
@@ -86,23 +86,10 @@ def test_recycled_workers_drop_no_request_under_load(start_server, db):
     asking = threading.Event()
     asking.set()
 
-    def keep_asking(_: int) -> list[int | str]:
-        outcomes: list[int | str] = []
-        with httpx2.Client(base_url=server.url, timeout=10) as client:  # one keep-alive connection per thread
-            while asking.is_set():
-                try:
-                    outcomes.append(client.get("/health").status_code)
-                except httpx2.TransportError as exc:
-                    outcomes.append(type(exc).__name__)
-        return outcomes
-
-    def workers_started() -> int:
-        return sum("Started server process" in line for line in server.log_lines())
-
     with ThreadPoolExecutor(max_workers=8) as pool:
-        load = [pool.submit(keep_asking, n) for n in range(8)]
+        load = [pool.submit(keep_asking, server.url, "/health", asking) for _ in range(8)]
         try:
-            wait_for(lambda: workers_started() >= 8)  # the first two workers, and six replacements
+            wait_for(lambda: workers_started(server) >= 8)  # the first two workers, and six replacements
         finally:
             asking.clear()
         outcomes = [outcome for future in load for outcome in future.result()]
@@ -114,25 +101,15 @@ def test_recycled_workers_drop_no_request_under_load(start_server, db):
 def test_a_reload_and_a_stop_under_load_fail_no_request(start_server, db):
     server = start_server(WEB_CONCURRENCY="2")
     slow = UserFactory(password_hash=hash_password(PASSWORD, rounds=14))  # a login that takes a second
-    routing = threading.Event()
+    routing = threading.Event()  # a load balancer routes here until the stop
     routing.set()
 
-    def keep_asking(_: int) -> list[int | str]:
-        outcomes: list[int | str] = []
-        with httpx2.Client(base_url=server.url, timeout=30) as client:
-            while routing.is_set():  # a load balancer routes here until the stop
-                try:
-                    outcomes.append(client.get("/ready").status_code)
-                except httpx2.TransportError as exc:
-                    outcomes.append(type(exc).__name__)
-        return outcomes
-
     with ThreadPoolExecutor(max_workers=9) as pool:
-        load = [pool.submit(keep_asking, n) for n in range(8)]
+        load = [pool.submit(keep_asking, server.url, "/ready", routing) for _ in range(8)]
         try:
             time.sleep(1)
             server.process.send_signal(signal.SIGHUP)
-            wait_for(lambda: sum("Started server process" in line for line in server.log_lines()) >= 4)
+            wait_for(lambda: workers_started(server) >= 4)
             time.sleep(1)
             login = pool.submit(
                 httpx2.post, f"{server.url}/login", json={"email": slow.email, "password": PASSWORD}, timeout=30
@@ -151,6 +128,23 @@ def test_a_reload_and_a_stop_under_load_fail_no_request(start_server, db):
     log = server.log.read_text()
     assert "Handling signal: hup" in log
     assert log.index("Handling signal: term") < log.index("POST /login 200")  # it was running at SIGTERM
+
+
+def keep_asking(url: str, path: str, asking: threading.Event) -> list[int | str]:
+    """One keep-alive client's answers to GET `path` while `asking` is set: each status, or the
+    name of the transport error that replaced it."""
+    outcomes: list[int | str] = []
+    with httpx2.Client(base_url=url, timeout=30) as client:
+        while asking.is_set():
+            try:
+                outcomes.append(client.get(path).status_code)
+            except httpx2.TransportError as exc:
+                outcomes.append(type(exc).__name__)
+    return outcomes
+
+
+def workers_started(server: Server) -> int:
+    return sum("Started server process" in line for line in server.log_lines())
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 20) -> None:

@@ -7,6 +7,7 @@ without it these tests are skipped.
 import ast
 import json
 import os
+import shutil
 import subprocess
 import sys
 from functools import cache
@@ -41,13 +42,16 @@ SECRET_KEYS = {
     DEFAULT: {"SECRET_KEY": "SECRET_KEY", "DATABASE_URL": "DATABASE_URL", "REDIS_URL": "REDIS_URL"},
     ALL_ON: {"SECRET_KEY": "jwt-key", "DATABASE_URL": "postgres-url", "REDIS_URL": "redis-url"},
 }
+# An ingress controller's pods, as config.FORWARDED_ALLOW_IPS names them (a pod CIDR).
+PROXY_RANGE = "10.244.0.0/16"
+WITH_INGRESS = ("--set", "ingress.enabled=true", "--set", "ingress.hosts[0]=api.example.com")
 # Settings not taken from `config`: the Secret's, those the chart sets, and HOST (the probes need
 # gunicorn on every interface, the app's default).
 CHART_MANAGED = SECRET_ENV | {"APP_ENV", "WEB_CONCURRENCY", "HOST", "ADMIN_PASSWORD"}
 
 
-def helm_template(*options: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([HELM, "template", "prod", str(CHART), *options], capture_output=True, text=True, check=False)
+def helm_template(*options: str, chart: Path = CHART) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([HELM, "template", "prod", str(chart), *options], capture_output=True, text=True, check=False)
 
 
 @cache
@@ -308,7 +312,7 @@ def test_default_sizing_and_settings() -> None:
     assert api["resources"] == {"requests": {"cpu": "1", "memory": "384Mi"}, "limits": {"memory": "512Mi"}}
     config = one(render(DEFAULT), "ConfigMap")["data"]
     assert config["APP_ENV"] == "production"
-    assert config["FORWARDED_ALLOW_IPS"] == "127.0.0.1"
+    assert config["FORWARDED_ALLOW_IPS"] == ""
     assert config["COOKIE_SECURE"] == "true"
 
 
@@ -316,3 +320,90 @@ def test_config_takes_every_setting_the_chart_does_not_set_itself() -> None:
     schema = json.loads((CHART / "values.schema.json").read_text())
     allowed = set(schema["properties"]["config"]["properties"])
     assert allowed == {name.upper() for name in Settings.model_fields} - CHART_MANAGED
+
+
+@pytest.mark.parametrize(
+    "proxies",
+    [(), ("--set-string", "config.FORWARDED_ALLOW_IPS="), ("--set-string", "config.FORWARDED_ALLOW_IPS= ")],
+    ids=["default", "empty", "blank"],
+)
+def test_an_ingress_without_a_trusted_proxy_range_is_refused_saying_what_to_set_and_why(
+    proxies: tuple[str, ...],
+) -> None:
+    result = helm_template("--set", f"existingSecret={SECRET_NAME}", *WITH_INGRESS, *proxies)
+    assert result.returncode != 0
+    assert not result.stdout
+    message = " ".join(result.stderr.split())
+    # What to set...
+    assert "--set-string config.FORWARDED_ALLOW_IPS=" in message
+    assert "ingress controller's pods" in message
+    # ...and why: behind the controller every client shares its budgets, the login one included.
+    assert "all clients share one rate-limit budget (RATE_LIMIT, 100/minute)" in message
+    assert "(AUTH_RATE_LIMIT, 10/minute on /login and /register)" in message
+    assert "lock everyone out of login" in message
+
+
+def test_the_refusal_names_the_login_budget_the_release_sets() -> None:
+    result = helm_template(
+        "--set", f"existingSecret={SECRET_NAME}", *WITH_INGRESS, "--set-string", "config.AUTH_RATE_LIMIT=3/minute"
+    )
+    assert result.returncode != 0
+    assert "(AUTH_RATE_LIMIT, 3/minute on /login and /register)" in " ".join(result.stderr.split())
+
+
+def test_an_ingress_with_a_trusted_proxy_range_renders_and_the_range_reaches_the_pods() -> None:
+    docs = render(DEFAULT, *WITH_INGRESS, "--set-string", f"config.FORWARDED_ALLOW_IPS={PROXY_RANGE}")
+    assert "Ingress" in kinds(docs)
+    configmap = one(docs, "ConfigMap")
+    assert configmap["data"]["FORWARDED_ALLOW_IPS"] == PROXY_RANGE
+    api = container(one(docs, "Deployment"))
+    assert {"configMapRef": {"name": configmap["metadata"]["name"]}} in api["envFrom"]
+    assert "FORWARDED_ALLOW_IPS" not in {env["name"] for env in api["env"]}, "env would override the ConfigMap"
+    migrate = {env["name"]: env.get("value") for env in container(one(docs, "Job"))["env"]}
+    assert migrate["FORWARDED_ALLOW_IPS"] == PROXY_RANGE
+
+
+@pytest.mark.parametrize("values", [DEFAULT, ALL_ON])
+def test_no_proxy_is_trusted_unless_named(values: str) -> None:
+    docs = render(values)
+    expected = PROXY_RANGE if values == ALL_ON else ""
+    assert one(docs, "ConfigMap")["data"]["FORWARDED_ALLOW_IPS"] == expected
+    migrate = {env["name"]: env.get("value") for env in container(one(docs, "Job"))["env"]}
+    assert migrate["FORWARDED_ALLOW_IPS"] == expected
+
+
+def rendered_notes(tmp_path: Path, *options: str) -> str:
+    """NOTES.txt as `helm install` would print it: helm template leaves it out, so render a copy of it as a manifest."""
+    chart = tmp_path / CHART.name
+    shutil.copytree(CHART, chart)
+    templates = chart / "templates"
+    notes = (templates / "NOTES.txt").read_text()
+    (templates / "_test_notes.tpl").write_text('{{- define "test.notes" -}}\n' + notes + "{{- end }}\n")
+    (templates / "test-notes.yaml").write_text('kind: Notes\ntext: {{ include "test.notes" . | toJson }}\n')
+    result = helm_template(
+        "--show-only", "templates/test-notes.yaml", "--set", f"existingSecret={SECRET_NAME}", *options, chart=chart
+    )
+    assert result.returncode == 0, result.stderr
+    return " ".join(yaml.safe_load(result.stdout)["text"].split())
+
+
+def test_notes_say_that_without_a_trusted_proxy_clients_own_addresses_count(tmp_path: Path) -> None:
+    notes = rendered_notes(tmp_path)
+    assert "No proxy is trusted (config.FORWARDED_ALLOW_IPS is empty)" in notes
+    assert "rate limits key on each connection's own address" in notes
+    assert "set config.FORWARDED_ALLOW_IPS to its pods' addresses or CIDR" in notes
+    assert "10/minute login budget" in notes
+
+
+@pytest.mark.parametrize("ingress", [(), WITH_INGRESS], ids=["service", "ingress"])
+def test_notes_name_the_trusted_proxies(tmp_path: Path, ingress: tuple[str, ...]) -> None:
+    notes = rendered_notes(tmp_path, *ingress, "--set-string", f"config.FORWARDED_ALLOW_IPS={PROXY_RANGE}")
+    assert f"X-Forwarded-For is trusted from config.FORWARDED_ALLOW_IPS = {PROXY_RANGE} only" in notes
+    assert "No proxy is trusted" not in notes
+    assert "loopback only" not in notes
+
+
+def test_notes_warn_that_loopback_is_no_ingress_controller(tmp_path: Path) -> None:
+    notes = rendered_notes(tmp_path, *WITH_INGRESS, "--set-string", "config.FORWARDED_ALLOW_IPS=127.0.0.1")
+    assert "That is loopback only" in notes
+    assert "or every client shares one 10/minute login budget" in notes

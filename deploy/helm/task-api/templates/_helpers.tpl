@@ -51,6 +51,22 @@ APP_ENV: production
 {{- end }}
 {{- end }}
 
+{{- /* Behind the chart's Ingress every connection comes from an ingress controller pod. Unless
+config.FORWARDED_ALLOW_IPS names those pods, the app trusts no X-Forwarded-For and sees every client
+as the controller: one budget for all, and one client can spend everyone's logins. */}}
+{{- define "task-api.requireTrustedProxy" -}}
+{{- if not (trim (.Values.config.FORWARDED_ALLOW_IPS | default "")) }}
+{{- fail (printf `ingress.enabled is true but config.FORWARDED_ALLOW_IPS is empty: the API would trust no proxy.
+Set config.FORWARDED_ALLOW_IPS to the addresses your ingress controller's pods connect from
+(comma-separated IPs or CIDRs), e.g. the cluster's pod CIDR:
+  --set-string config.FORWARDED_ALLOW_IPS=10.244.0.0/16
+Why: the API trusts X-Forwarded-For only from those addresses. Without them every request through the
+ingress comes from the controller, so all clients share one rate-limit budget (RATE_LIMIT, %s) and one
+login budget (AUTH_RATE_LIMIT, %s on /login and /register): a single client can lock everyone out of login.`
+  (.Values.config.RATE_LIMIT | default "100/minute") (.Values.config.AUTH_RATE_LIMIT | default "10/minute")) }}
+{{- end }}
+{{- end }}
+
 {{- define "task-api.secretEnv" -}}
 - name: SECRET_KEY
   valueFrom:

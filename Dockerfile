@@ -1,11 +1,14 @@
 # syntax=docker/dockerfile:1
 
 # Builder: every runtime requirement as a wheel; no compiler ever reaches the final image.
+# The image always runs against a real Redis: fakeredis (make run's in-process stand-in) and
+# lupa and sortedcontainers, which only it needs, are filtered out of requirements.txt.
 FROM python:3.11-slim-bookworm AS builder
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 WORKDIR /build
-COPY requirements.txt requirements-dev.txt ./
-RUN pip wheel --wheel-dir /wheels -r requirements.txt
+COPY requirements.txt requirements-dev.txt deploy/runtime_requirements.py ./
+RUN python runtime_requirements.py requirements.txt > requirements-runtime.txt \
+    && pip wheel --wheel-dir /wheels -r requirements-runtime.txt
 
 # Runtime: gunicorn with uvicorn workers, as an unprivileged user.
 FROM python:3.11-slim-bookworm AS runtime
@@ -19,8 +22,9 @@ RUN groupadd --system --gid 10001 app \
     && install -d -o 10001 -g 10001 /app
 WORKDIR /app
 RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
-    --mount=type=bind,source=requirements.txt,target=/tmp/requirements.txt \
-    pip install --no-cache-dir --no-index --find-links=/wheels -r /tmp/requirements.txt
+    --mount=type=bind,from=builder,source=/build,target=/build \
+    pip install --no-cache-dir --no-index --find-links=/wheels -r /build/requirements-runtime.txt \
+    && pip check
 COPY --chown=10001:10001 task_api ./task_api
 COPY --chown=10001:10001 migrations ./migrations
 COPY --chown=10001:10001 gunicorn.conf.py ./
@@ -37,6 +41,8 @@ FROM runtime AS test
 ENV APP_ENV=development
 HEALTHCHECK NONE
 USER 0
+# requirements-dev.txt includes the whole requirements.txt: fakeredis and its two come back here,
+# for tests of the embedded default.
 RUN --mount=type=bind,from=builder,source=/build,target=/build \
     pip install --no-cache-dir -r /build/requirements-dev.txt
 COPY --chown=10001:10001 pyproject.toml ./

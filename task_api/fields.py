@@ -1,9 +1,10 @@
 """Field types shared by the request schemas."""
 
+import unicodedata
 from datetime import UTC, datetime
 from typing import Annotated
 
-from pydantic import AfterValidator, AwareDatetime, EmailStr, Field, StringConstraints
+from pydantic import AfterValidator, AwareDatetime, BeforeValidator, EmailStr, Field, StringConstraints
 
 PASSWORD_MIN_BYTES = 8
 PASSWORD_MAX_BYTES = 72  # bcrypt reads no further; longer passwords are refused, not truncated
@@ -27,8 +28,14 @@ def _password(value: str) -> str:
     return value
 
 
+def _nfkc(value: object) -> object:
+    """Compatibility forms (fullwidth letters, ligatures...) read as the plain characters they stand for."""
+    return unicodedata.normalize("NFKC", value) if isinstance(value, str) else value
+
+
 Storable = AfterValidator(_storable)
-Email = Annotated[EmailStr, StringConstraints(max_length=254), AfterValidator(str.lower)]
+Email = Annotated[EmailStr, BeforeValidator(_nfkc), StringConstraints(max_length=254), AfterValidator(str.lower)]
+"""An address as stored and looked up: NFKC-normalised, validated, lower-cased."""
 Password = Annotated[str, AfterValidator(_password), Field(description="8 to 72 bytes in UTF-8")]
 
 

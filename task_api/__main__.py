@@ -13,38 +13,51 @@ from sqlalchemy.exc import OperationalError
 from task_api import models  # noqa: F401  (maps every table)
 from task_api.config import Settings, load_settings
 from task_api.db import create_db_engine, create_session_factory
-from task_api.fields import Email, Password
+from task_api.errors import Conflict, Forbidden
+from task_api.fields import Email
 from task_api.migrate import create_database, migrate
 from task_api.users import service
 from task_api.users.schemas import AdminUserCreate
 
 
 def create_admin(settings: Settings, email: str, password: str | None) -> str:
-    """Create an admin, or promote the account that already has this e-mail; returns what was done."""
+    """Create an admin, or promote the account that already has this e-mail when the password is
+    that account's own; returns what was done."""
     email = TypeAdapter(Email).validate_python(email)
     engine = create_db_engine(settings)
     try:
         with create_session_factory(engine)() as session:
-            if service.promote_to_admin(session, email) is not None:
-                return f"{email} is now an admin"
-            data = AdminUserCreate(email=email, password=password or _ask_password(), is_admin=True)
-            user = service.create_user(session, data, settings.bcrypt_rounds)
-            return f"created admin {user.email} (id {user.id})"
+            user = service.get_user_by_email(session, email)
+            password = password or _ask_password(email, exists=user is not None)
+            data = AdminUserCreate(email=email, password=password, is_admin=True)
+            if user is None:
+                user = service.create_user(session, data, settings.bcrypt_rounds)
+                return f"created admin {user.email} (id {user.id})"
+            if service.promote_to_admin(session, user, data.password, settings.bcrypt_rounds):
+                return f"{user.email} is now an admin"
+            return f"{user.email} is already an admin"
+    except (Conflict, Forbidden) as exc:  # Conflict: someone registered the address meanwhile
+        raise SystemExit(f"error: {exc.detail}") from None
     finally:
         engine.dispose()
 
 
-def _ask_password() -> str:
+NO_PASSWORD = "error: no password given: set ADMIN_PASSWORD or run this in a terminal"
+
+
+def _ask_password(email: str, exists: bool) -> str:
+    """An existing account's own password, asked once; a new account's, asked twice."""
     if not sys.stdin.isatty():
-        raise SystemExit("error: no password given: set ADMIN_PASSWORD or run this in a terminal")
+        raise SystemExit(NO_PASSWORD)
     try:
-        password = getpass.getpass("Password for the new admin: ")
+        if exists:
+            return getpass.getpass(f"{email} is already registered; its password: ")
+        password = getpass.getpass(f"Password for the new admin {email}: ")
         repeated = getpass.getpass("Repeat it: ")
     except (EOFError, KeyboardInterrupt):
-        raise SystemExit("error: no password given: set ADMIN_PASSWORD or run this in a terminal") from None
+        raise SystemExit(NO_PASSWORD) from None
     if password != repeated:
         raise SystemExit("error: the passwords do not match")
-    TypeAdapter(Password).validate_python(password)
     return password
 
 

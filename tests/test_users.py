@@ -1,19 +1,14 @@
 import json
-import os
-import subprocess
-import sys
 from datetime import datetime
-from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
 
 from task_api.models import Task, User
-from tests.conftest import PASSWORD, SECRET_KEY, bearer, login
+from tests.conftest import PASSWORD, bearer, login
 from tests.factories import AdminFactory, TaskFactory, UserFactory
 
 USER_FIELDS = {"id", "email", "name", "is_admin", "created_at"}
-REPO_ROOT = Path(__file__).resolve().parents[1]
 NEW_PASSWORD = "a brand new passphrase"
 
 
@@ -526,73 +521,3 @@ def test_responses_never_leak_secrets(client, auth_headers):
         assert "password" not in response.text
         assert "token_version" not in response.text
         assert "$2b$" not in response.text
-
-
-def run_create_admin(database_url, email, password):
-    env = {**os.environ, "DATABASE_URL": database_url, "SECRET_KEY": SECRET_KEY, "BCRYPT_ROUNDS": "4"}
-    env.pop("ADMIN_PASSWORD", None)
-    if password is not None:
-        env["ADMIN_PASSWORD"] = password
-    return subprocess.run(
-        [sys.executable, "-m", "task_api", "create-admin", email],
-        env=env,
-        cwd=REPO_ROOT,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        start_new_session=True,
-    )
-
-
-def test_cli_creates_admin(client, db, database_url):
-    result = run_create_admin(database_url, "Root@Example.com", "root password 123")
-
-    assert result.returncode == 0, result.stderr
-    assert "root@example.com" in result.stdout
-    db.expire_all()
-    admin = db.scalar(select(User).where(User.email == "root@example.com"))
-    assert admin.is_admin is True
-    tokens = login(client, "root@example.com", "root password 123")
-    assert client.get("/users", headers=bearer(tokens["access_token"])).status_code == 200
-
-
-def test_cli_promotes_existing_user(client, db, database_url):
-    user = UserFactory(email="promote@example.com")
-
-    result = run_create_admin(database_url, "PROMOTE@example.com", "irrelevant password")
-
-    assert result.returncode == 0, result.stderr
-    assert fresh(db, user).is_admin is True
-    assert db.scalar(select(func.count()).select_from(User)) == 1
-    assert login(client, user.email)["token_type"] == "bearer"
-
-
-@pytest.mark.parametrize(
-    ("email", "password", "mentions"),
-    [
-        pytest.param("not-an-email", "root password 123", "email", id="bad-email"),
-        pytest.param("root@example.com", "short", "password", id="short-password"),
-        pytest.param("root@example.com", "a" * 73, "password", id="long-password"),
-    ],
-)
-def test_cli_refuses_bad_input(db, database_url, email, password, mentions):
-    result = run_create_admin(database_url, email, password)
-
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1].startswith("error:")
-    assert mentions in result.stderr.lower()
-    db.expire_all()
-    assert db.scalar(select(func.count()).select_from(User)) == 0
-
-
-def test_cli_without_password_and_no_terminal(db, database_url):
-    result = run_create_admin(database_url, "root@example.com", None)
-
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1].startswith("error:")
-    db.expire_all()
-    assert db.scalar(select(func.count()).select_from(User)) == 0

@@ -90,13 +90,27 @@ def delete_user(session: Session, tokens: Tokens, user: User) -> None:
     session.commit()
 
 
-def promote_to_admin(session: Session, email: str) -> User | None:
-    """For the command line: make an existing account an admin; None when there is none."""
-    user = session.scalar(select(User).where(User.email == email))
-    if user is not None:
-        user.is_admin = True
-        session.commit()
-    return user
+def get_user_by_email(session: Session, email: str) -> User | None:
+    return session.scalar(select(User).where(User.email == email))
+
+
+def promote_to_admin(session: Session, user: User, password: str, bcrypt_rounds: int) -> bool:
+    """For the command line: make `user` an admin, given that account's own password; False when it
+    already was one.
+
+    Whoever registered an address first does not become an admin just because the operator
+    names that address: only someone who knows the account's password may promote it.
+    """
+    if not verify_password(password, user.password_hash, bcrypt_rounds):
+        raise Forbidden(
+            f"{user.email} is already registered and the password given is not its own:"
+            " an existing account is made an admin only with its own password"
+        )
+    if user.is_admin:
+        return False
+    user.is_admin = True
+    session.commit()
+    return True
 
 
 @contextmanager

@@ -7,7 +7,7 @@ from sqlalchemy import Engine, text
 
 from task_api.auth.passwords import hash_password
 from task_api.auth.tokens import Tokens
-from task_api.cache import create_redis
+from task_api.store import create_redis
 from task_api.config import Settings
 
 SPREAD_USERS = 1_000

@@ -8,7 +8,6 @@ one pool this returns.
 from contextlib import suppress
 from typing import Any
 
-from fakeredis import FakeConnection, FakeServer
 from redis import BlockingConnectionPool, Connection, Redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
@@ -41,9 +40,12 @@ def create_redis(settings: Settings) -> Redis:
 
     The pool waits up to REDIS_SOCKET_TIMEOUT for a free connection, then fails (a 503), so a
     burst queues briefly instead of opening a connection each. Without REDIS_URL it talks to
-    fakeredis, a Redis that lives in this process.
+    fakeredis, a Redis that lives in this process, imported only then: the production image
+    does not ship it.
     """
     if settings.redis_url is None:
+        from fakeredis import FakeConnection, FakeServer  # noqa: PLC0415  (the embedded default alone)
+
         pool = BlockingConnectionPool(connection_class=FakeConnection, server=FakeServer(), decode_responses=True)
         return Redis(connection_pool=pool)
     timeouts: dict[str, Any] = {

@@ -5,16 +5,16 @@ import anyio.to_thread
 from fastapi import Depends, FastAPI
 from fastapi_offline import FastAPIOffline
 
-from task_api.auth.deps import spend_budget
 from task_api.auth.routes import auth_layout
 from task_api.auth.routes import router as auth_router
 from task_api.config import Settings
 from task_api.errors import install_error_handlers
+from task_api.gate import DOCS_ASSETS, gate, gate_failures_before_routes, require_gate
 from task_api.health import router as health_router
 from task_api.logs import configure_logging
 from task_api.metrics import MetricsMiddleware
 from task_api.middleware import BodySizeLimitMiddleware, RequestContextMiddleware, TrailingSlashMiddleware
-from task_api.runtime import DOCS_ASSETS, Runtime
+from task_api.runtime import Runtime
 from task_api.tasks.routes import router as tasks_router
 from task_api.users.routes import router as users_router
 
@@ -39,13 +39,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         static_url=DOCS_ASSETS,
     )
     app.state.runtime = runtime
-    limited = [Depends(spend_budget)]  # first of each route's dependencies: a 429 comes before any database work
+    limited = [Depends(gate)]  # first of each route's dependencies: a 429 comes before any database work
     app.include_router(health_router)
     app.include_router(auth_router, dependencies=limited)
     app.include_router(auth_layout, dependencies=limited)
     app.include_router(users_router, dependencies=limited)
     app.include_router(tasks_router, dependencies=limited)
+    require_gate(app)
     install_error_handlers(app)
+    gate_failures_before_routes(app)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     if settings.metrics_port:
         app.add_middleware(MetricsMiddleware, port=settings.metrics_port)

@@ -12,6 +12,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException
 
+from task_api.context import request_context
 from task_api.metrics import DEPENDENCY_ERRORS
 
 logger = logging.getLogger(__name__)
@@ -63,28 +64,14 @@ def _json(status_code: int, detail: Any, headers: dict[str, str] | None = None) 
     return JSONResponse({"detail": detail}, status_code=status_code, headers=headers)
 
 
-def app_error(_: Request, exc: AppError) -> JSONResponse:
+def _app_error(_: Request, exc: AppError) -> JSONResponse:
     if isinstance(exc, InvalidField):
         error = {"type": "value_error", "loc": ["body", exc.field], "msg": exc.detail}
         return _json(exc.status_code, [error])
     return _json(exc.status_code, exc.detail, exc.headers)
 
 
-def _spend_late(request: Request) -> JSONResponse | None:
-    """Spend the budget of a request that failed before its route's dependencies could; the
-    429 or 503 that this may bring, if it does."""
-    try:
-        request.app.state.runtime.guard.check_late(request)
-    except RateLimited as exc:
-        return app_error(request, exc)
-    except RedisError as exc:
-        return redis_unavailable(request, exc)
-    return None
-
-
-def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
-    if refused := _spend_late(request):
-        return refused
+def _http_error(_: Request, exc: HTTPException) -> JSONResponse:
     if exc.status_code == 400:
         # FastAPI answers 400 to a body it cannot decode (not UTF-8, say); the contract says 422.
         error = {"type": "body_invalid", "loc": ["body"], "msg": "Request body could not be decoded"}
@@ -92,11 +79,9 @@ def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
     return _json(exc.status_code, exc.detail, exc.headers)
 
 
-def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
     """FastAPI's 422 shape, holding only what the contract names (`loc`, `msg`, `type`): the
     rejected input is not echoed back, so a refused password never travels in a response."""
-    if refused := _spend_late(request):
-        return refused
     errors = [{"type": error["type"], "loc": error["loc"], "msg": error["msg"]} for error in exc.errors()]
     return _json(422, errors)
 
@@ -107,14 +92,14 @@ def _database_unavailable(_: Request, exc: Exception) -> JSONResponse:
     return _json(503, "Database unavailable", UNAVAILABLE_HEADERS)
 
 
-def redis_unavailable(_: Request, exc: RedisError) -> JSONResponse:
+def _redis_unavailable(_: Request, exc: RedisError) -> JSONResponse:
     DEPENDENCY_ERRORS.labels("redis").inc()
     logger.warning("redis unavailable: %s", type(exc).__name__)
     return _json(503, "Token and rate-limit store unavailable", UNAVAILABLE_HEADERS)
 
 
 def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-    request_id = getattr(request.state, "request_id", "")
+    request_id = request_context(request).request_id
     logger.exception("unhandled error", exc_info=exc)
     return JSONResponse(
         {"detail": "Internal Server Error", "request_id": request_id},
@@ -124,12 +109,12 @@ def _unexpected(request: Request, exc: Exception) -> JSONResponse:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(AppError, app_error)
+    app.add_exception_handler(AppError, _app_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     for db_error in (OperationalError, InterfaceError, PoolTimeoutError):
         app.add_exception_handler(db_error, _database_unavailable)
-    app.add_exception_handler(RedisError, redis_unavailable)
+    app.add_exception_handler(RedisError, _redis_unavailable)
     app.add_exception_handler(Exception, _unexpected)
 
 

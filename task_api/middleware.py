@@ -8,6 +8,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from task_api.context import STATE_KEY, RequestContext
 from task_api.logs import request_id_var
 
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -16,7 +17,7 @@ access_log = logging.getLogger("task_api.access")
 
 
 class RequestContextMiddleware:
-    """Gives each request an id, writes the headers other layers left in its state, and
+    """Gives each request its RequestContext, writes the headers the gate left there, and
     logs one line per request.
 
     Pure ASGI, touching only headers, so it never blocks the event loop.
@@ -31,8 +32,8 @@ class RequestContextMiddleware:
             return
         sent_id = Headers(scope=scope).get(REQUEST_ID_HEADER, "")
         request_id = sent_id if SANE_REQUEST_ID.fullmatch(sent_id) else uuid.uuid4().hex
-        state = scope.setdefault("state", {})
-        state["request_id"] = request_id
+        context = RequestContext(request_id)
+        scope.setdefault("state", {})[STATE_KEY] = context
         request_id_var.set(request_id)
         started = time.perf_counter()
         status = 500
@@ -43,14 +44,14 @@ class RequestContextMiddleware:
                 status = message["status"]
                 headers = MutableHeaders(scope=message)
                 headers[REQUEST_ID_HEADER] = request_id
-                headers.update(state.get("rate_limit_headers", {}))
+                headers.update(context.rate_limit_headers)
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_headers)
         finally:
             duration_ms = round((time.perf_counter() - started) * 1000, 2)
-            user_id = state.get("user_id")
+            user_id = context.user_id
             access_log.info(
                 "%s %s %s %.2fms user=%s",
                 scope["method"],

@@ -6,14 +6,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.requests import Request
 
 from task_api.auth.tokens import Tokens
-from task_api.cache import create_redis
 from task_api.config import Settings
 from task_api.db import create_db_engine, create_session_factory
-from task_api.ratelimit import Guard
-
-# Never rate-limited: the probes, and the docs with the assets they load.
-UNLIMITED = frozenset({"/health", "/ready", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
-DOCS_ASSETS = "/static-offline-docs/"
+from task_api.ratelimit import RateLimits
+from task_api.store import create_redis
 
 
 @dataclass
@@ -25,20 +21,19 @@ class Runtime:
     session_factory: sessionmaker[Session]
     redis: Redis
     tokens: Tokens
-    guard: Guard
+    rate_limits: RateLimits
 
     @classmethod
     def start(cls, settings: Settings) -> "Runtime":
         engine = create_db_engine(settings)
         redis = create_redis(settings)
-        tokens = Tokens(settings, redis)
         return cls(
             settings=settings,
             engine=engine,
             session_factory=create_session_factory(engine),
             redis=redis,
-            tokens=tokens,
-            guard=Guard(settings, tokens, redis, UNLIMITED, DOCS_ASSETS),
+            tokens=Tokens(settings, redis),
+            rate_limits=RateLimits(settings, redis),
         )
 
     def after_fork(self) -> None:

@@ -9,13 +9,18 @@ from sqlalchemy import func, select
 
 from task_api.auth.passwords import hash_password
 from task_api.auth.tokens import Tokens
-from task_api.cache import create_redis
 from task_api.models import User
+from task_api.store import create_redis
 from tests.conftest import PASSWORD, SECRET_KEY, bearer, login
 from tests.factories import UserFactory
 
 USER_FIELDS = {"id", "email", "name", "is_admin", "created_at"}
-FAMILY_PREFIX = "auth:family:"
+
+
+def family_of(token: str) -> str:
+    """The Redis key of the login a token belongs to."""
+    claims = claims_of(token)
+    return f"auth:family:{{{claims['sub']}}}:{claims['fam']}"
 JSON = {"Content-Type": "application/json"}
 SHORT_KEY_FOR_HS512 = pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")
 
@@ -468,13 +473,13 @@ def test_refresh_with_explicit_cookie_header(client):
 
 def test_refresh_rotates_in_redis(client, redis):
     tokens = login(client, UserFactory().email)
-    family = FAMILY_PREFIX + claims_of(tokens["refresh_token"])["fam"]
-    assert redis.get(family) == claims_of(tokens["refresh_token"])["jti"]
+    family = family_of(tokens["refresh_token"])
+    assert redis.get(family).partition(":")[0] == claims_of(tokens["refresh_token"])["jti"]
 
     pair = refresh(client, tokens["refresh_token"]).json()
 
     assert claims_of(pair["refresh_token"])["fam"] == claims_of(tokens["refresh_token"])["fam"]
-    assert redis.get(family) == claims_of(pair["refresh_token"])["jti"]
+    assert redis.get(family).partition(":")[0] == claims_of(pair["refresh_token"])["jti"]
     assert 0 < redis.ttl(family) <= 7 * 24 * 3600
 
 
@@ -497,14 +502,14 @@ def test_refresh_token_reuse_revokes_the_chain(client, redis):
     assert_unauthorized(refresh(client, third["refresh_token"]))
     for access_token in (first["access_token"], second["access_token"], third["access_token"]):
         assert_unauthorized(me(client, access_token))
-    assert not redis.exists(FAMILY_PREFIX + claims_of(first["refresh_token"])["fam"])
+    assert not redis.exists(family_of(first["refresh_token"]))
     assert me(client, other_login["access_token"]).status_code == 200
     assert refresh(client, other_login["refresh_token"]).status_code == 200
 
 
 def test_logout(client, redis):
     tokens = login(client, UserFactory().email)
-    family = FAMILY_PREFIX + claims_of(tokens["access_token"])["fam"]
+    family = family_of(tokens["access_token"])
     assert redis.exists(family)
 
     response = client.post("/logout", headers=bearer(tokens["access_token"]))
@@ -554,7 +559,7 @@ def test_logout_with_refresh_token_of_another_login(client, redis, via):
     for tokens in (first, second):
         assert_unauthorized(me(client, tokens["access_token"]))
         assert_unauthorized(refresh(client, tokens["refresh_token"]))
-        assert not redis.exists(FAMILY_PREFIX + claims_of(tokens["refresh_token"])["fam"])
+        assert not redis.exists(family_of(tokens["refresh_token"]))
 
 
 @pytest.mark.parametrize("refresh_token", ["not.a.jwt", "\ud800.a.b"], ids=["garbage", "lone-surrogate"])
@@ -569,7 +574,7 @@ def test_logout_ignores_unusable_refresh_token(client, redis, refresh_token):
 
     assert response.status_code == 204, response.text
     assert_unauthorized(me(client, tokens["access_token"]))
-    assert not redis.exists(FAMILY_PREFIX + claims_of(tokens["access_token"])["fam"])
+    assert not redis.exists(family_of(tokens["access_token"]))
 
 
 def test_logout_with_another_users_refresh_token_does_not_touch_it(client):

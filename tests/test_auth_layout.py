@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 from task_api.models import Task, User
 from tests.conftest import PASSWORD, bearer
 from tests.factories import UserFactory
-from tests.test_auth import FAMILY_PREFIX, assert_unauthorized, claims_of, me, refresh, refresh_cookies
+from tests.test_auth import assert_unauthorized, family_of, me, refresh, refresh_cookies
 
 LAYOUTS = ["", "/auth"]
 
@@ -117,7 +117,7 @@ def test_a_browser_refreshes_and_logs_out_with_the_cookie_alone(app, client, red
     assert logged_out.status_code == 204
     assert logged_out.request.headers["cookie"] == f"refresh_token={pair['refresh_token']}"
     assert list(client.cookies.jar) == []
-    assert redis.exists(FAMILY_PREFIX + claims_of(pair["refresh_token"])["fam"]) == 0
+    assert redis.exists(family_of(pair["refresh_token"])) == 0
     assert_unauthorized(refresh(client, pair["refresh_token"]))
     assert_unauthorized(me(client, pair["access_token"]))
 

@@ -1,16 +1,18 @@
 import json
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Body, Cookie, Depends, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import TypeAdapter, ValidationError
 
 from task_api.auth import service
-from task_api.auth.deps import Caller, CurrentUser, spend_auth_budget
+from task_api.auth.deps import Caller, CurrentUser
 from task_api.auth.schemas import LoginRequest, RefreshRequest, UsernameAsEmail
 from task_api.auth.tokens import TokenPair
 from task_api.db import SessionDep
-from task_api.errors import error_responses
+from task_api.errors import Forbidden, error_responses
+from task_api.gate import spend_auth_budget
 from task_api.responses import ModelResponse
 from task_api.runtime import get_runtime
 from task_api.users import service as users_service
@@ -50,6 +52,8 @@ class LoginCredentials:
 
     async def __call__(self, request: Request) -> LoginRequest:
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type != "application/json":
+            _refuse_cross_site(request)
         if content_type in FORM_TYPES:
             form = await request.form()
             data: Any = {"email": form.get("username"), "password": form.get("password")}
@@ -69,6 +73,20 @@ class LoginCredentials:
                 for error in exc.errors(include_url=False, include_context=False)
             ]
             raise RequestValidationError(errors) from None
+
+
+def _refuse_cross_site(request: Request) -> None:
+    """A page on any site can make a browser post a form (or text/plain, which this route would
+    read as JSON) without asking: from another site's page it would log the browser in to an
+    account of that site's choosing (login CSRF). Browsers send `Origin` with such posts;
+    clients that send none are not browsers. Only JSON needs a CORS preflight, so it passes."""
+    origin = request.headers.get("origin")
+    if origin is None:
+        return
+    # The host alone: behind a proxy that ends TLS the scheme seen here may not be the page's.
+    own = urlsplit(origin).netloc == request.headers.get("host")
+    if not own and origin not in get_runtime(request).settings.allowed_origins:
+        raise Forbidden("Cross-site login forms are refused: post JSON, or from this service's own origin")
 
 
 LOGIN_FORM = TypeAdapter(LoginRequest)
@@ -96,7 +114,7 @@ def register(data: UserCreate, request: Request, session: SessionDep) -> ModelRe
             "description": "Validation Error",
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/HTTPValidationError"}}},
         },
-        **error_responses(401, 413),
+        **error_responses(401, 403, 413),
     },
     openapi_extra={
         "requestBody": {
@@ -177,7 +195,7 @@ def _pair_response(request: Request, pair: TokenPair) -> ModelResponse:
             pair.refresh_token,
             max_age=int(runtime.tokens.refresh_ttl.total_seconds()),
             path=path,
-            secure=runtime.settings.cookie_secure,
+            secure=runtime.settings.secure_cookies,
             httponly=True,
             samesite="strict",
         )

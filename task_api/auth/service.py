@@ -38,14 +38,15 @@ def refresh(session: Session, tokens: Tokens, refresh_token: str | None) -> Toke
 
 def logout(tokens: Tokens, access: Claims, refresh_token: str | None) -> None:
     """End the login behind `access`, and the one behind `refresh_token` if it is the same user's."""
-    families = {access.fam}
     refresh_claims = tokens.decode(refresh_token, TokenType.refresh) if refresh_token else None
     if refresh_claims is not None and refresh_claims.sub == access.sub:
-        families.add(refresh_claims.fam)
-    tokens.revoke_family(*families)
+        tokens.end_logins(access, refresh_claims)
+    else:
+        tokens.end_logins(access)
 
 
 def logout_everywhere(session: Session, tokens: Tokens, user: User) -> None:
-    tokens.revoke_user(user.id, user.token_version + 1)
+    """Bump the user's token version, then, once that has committed, revoke in Redis."""
     user.token_version += 1
     session.commit()
+    tokens.revoke_user(user.id, user.token_version)

@@ -1,14 +1,11 @@
 import enum
 from datetime import datetime
-from typing import TYPE_CHECKING
 
 from sqlalchemy import Enum, ForeignKey, Index, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from task_api.db import Base, utcnow
-
-if TYPE_CHECKING:
-    from task_api.users.models import User
+from task_api.users.models import User
 
 TITLE_MAX_LENGTH = 200
 DESCRIPTION_MAX_LENGTH = 10_000
@@ -63,7 +60,7 @@ class Task(Base):
         default=utcnow, onupdate=utcnow, server_default=text("CURRENT_TIMESTAMP")
     )
 
-    owner: Mapped["User"] = relationship(back_populates="tasks")
+    owner: Mapped[User] = relationship()
 
 
 class TaskCount(Base):

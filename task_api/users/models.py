@@ -1,13 +1,9 @@
 from datetime import datetime
-from typing import TYPE_CHECKING
 
 from sqlalchemy import String, text
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, mapped_column
 
 from task_api.db import Base, utcnow
-
-if TYPE_CHECKING:
-    from task_api.tasks.models import Task
 
 EMAIL_MAX_LENGTH = 254
 NAME_MAX_LENGTH = 100
@@ -24,7 +20,3 @@ class User(Base):
     is_admin: Mapped[bool] = mapped_column(default=False, server_default=text("false"))
     token_version: Mapped[int] = mapped_column(default=0, server_default=text("0"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=text("CURRENT_TIMESTAMP"))
-
-    tasks: Mapped[list["Task"]] = relationship(
-        back_populates="owner", cascade="all, delete-orphan", passive_deletes=True
-    )

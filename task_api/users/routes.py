@@ -6,6 +6,7 @@ from sqlalchemy.orm import Session
 from task_api.auth.deps import AdminUser, CurrentUser
 from task_api.db import SessionDep
 from task_api.errors import error_responses
+from task_api.gate import spend_auth_budget_if_password_sent
 from task_api.pagination import MAX_OFFSET, PageParams, page_params
 from task_api.responses import ModelResponse
 from task_api.runtime import get_runtime
@@ -15,6 +16,8 @@ from task_api.users.models import User
 from task_api.users.schemas import AdminUserCreate, UserOut, UserReplace, UserUpdate
 
 router = APIRouter(prefix="/users", tags=["users"])
+# Spent before the user's row is loaded: a 429 does no database work.
+PasswordCheckBudget = Annotated[None, Depends(spend_auth_budget_if_password_sent)]
 UserId = Annotated[int, Path(ge=1, le=MAX_OFFSET)]
 
 
@@ -30,12 +33,14 @@ def read_me(user: CurrentUser) -> ModelResponse:
 
 
 @router.patch("/me", response_model=UserOut, responses=error_responses(401, 409, 413))
-def update_me(data: UserUpdate, request: Request, session: SessionDep, user: CurrentUser) -> ModelResponse:
+def update_me(
+    data: UserUpdate, request: Request, session: SessionDep, _: PasswordCheckBudget, user: CurrentUser
+) -> ModelResponse:
     changes = data.model_dump(exclude_unset=True)
     return _update(request, session, user, changes, user)
 
 
-@router.delete("/me", status_code=204, responses=error_responses(401))
+@router.delete("/me", status_code=204, responses=error_responses(401, 409))
 def delete_me(request: Request, session: SessionDep, user: CurrentUser) -> Response:
     service.delete_user(session, get_runtime(request).tokens, user)
     return Response(status_code=204)
@@ -63,7 +68,12 @@ def read_user(user_id: UserId, session: SessionDep, caller: CurrentUser) -> Mode
 
 @router.put("/{user_id}", response_model=UserOut, responses=error_responses(401, 403, 404, 409, 413))
 def replace_user(
-    user_id: UserId, data: UserReplace, request: Request, session: SessionDep, caller: CurrentUser
+    user_id: UserId,
+    data: UserReplace,
+    request: Request,
+    session: SessionDep,
+    _: PasswordCheckBudget,
+    caller: CurrentUser,
 ) -> ModelResponse:
     user = service.get_user(session, user_id, caller)
     changes = data.model_dump(exclude_unset=True)
@@ -71,7 +81,7 @@ def replace_user(
     return _update(request, session, user, changes, caller)
 
 
-@router.delete("/{user_id}", status_code=204, responses=error_responses(401, 403, 404))
+@router.delete("/{user_id}", status_code=204, responses=error_responses(401, 403, 404, 409))
 def delete_user(user_id: UserId, request: Request, session: SessionDep, caller: CurrentUser) -> Response:
     service.delete_user(session, get_runtime(request).tokens, service.get_user(session, user_id, caller))
     return Response(status_code=204)

@@ -1,7 +1,8 @@
 """Production server: `gunicorn -c gunicorn.conf.py task_api.main:app`.
 
 Every value comes from the same Settings as the app (WEB_CONCURRENCY, PORT, HOST,
-FORWARDED_ALLOW_IPS, ...).
+FORWARDED_ALLOW_IPS, ...). FORWARDED_ALLOW_IPS names the proxies whose X-Forwarded-For
+is believed (the address rate limits key on); by default none is.
 
 Connections, threads and workers, chosen together:
 - Each worker runs sync endpoints and dependencies on THREADPOOL_SIZE (4) threads. A
@@ -29,10 +30,11 @@ from pathlib import Path
 from gunicorn.arbiter import Arbiter
 from gunicorn.workers.base import Worker
 
-from task_api.config import load_settings
+from task_api.config import load_settings, refuse_weak_key
 from task_api.logs import configure_logging
 
 settings = load_settings()
+refuse_weak_key(settings)  # before anything binds: a server that listens signs with a strong key only
 
 workers = settings.web_concurrency or os.cpu_count() or 1
 if settings.redis_url is None and workers > 1:

@@ -1,3 +1,4 @@
+import ipaddress
 from typing import Literal
 
 from limits import parse_many
@@ -13,7 +14,10 @@ from task_api.sentinel import SENTINEL_SCHEME, parse_sentinel_url
 BARE_POSTGRES_SCHEMES = ("postgres://", "postgresql://")
 REDIS_SCHEMES = ("redis", "rediss", "unix", SENTINEL_SCHEME)
 PLACEHOLDER_SECRET = "change-me-development-secret-key-not-for-production"
+# Keys anyone can read in this repository: the development default and the one `make docker-check` uses.
+PUBLISHED_SECRETS = frozenset({PLACEHOLDER_SECRET, "docker-check-only-secret-key-not-for-use-anywhere"})
 MIN_SECRET_BYTES = 32
+MAKE_A_KEY = "python3 -c 'import secrets; print(secrets.token_urlsafe(48))'"
 
 
 class Settings(BaseSettings):
@@ -28,6 +32,7 @@ class Settings(BaseSettings):
     jwt_audience: str = "task_api"
     access_token_expire_minutes: int = Field(default=15, ge=1)
     refresh_token_expire_days: int = Field(default=7, ge=1)
+    session_max_days: int = Field(default=30, ge=1)  # a login ends this long after it began, however often refreshed
     bcrypt_rounds: int = Field(default=12, ge=4, le=31)
 
     database_url: str = "sqlite:///task_api.sqlite3"
@@ -46,13 +51,14 @@ class Settings(BaseSettings):
     rate_limit: str = "100/minute"
     auth_rate_limit: str = "10/minute"
     max_body_bytes: int = Field(default=1024 * 1024, ge=1)
-    cookie_secure: bool = False
+    cookie_secure: bool | None = None  # None: Secure in production only
+    cors_origins: str = ""  # comma-separated origins whose pages may call the API (and post /login's form)
 
     host: str = "0.0.0.0"  # noqa: S104  (the production server listens on every interface)
     port: int = Field(default=8000, ge=1, le=65535)
     metrics_port: int = Field(default=9000, ge=0, le=65535)  # /metrics answers here only; 0: no metrics
     web_concurrency: int | None = Field(default=None, ge=1)
-    forwarded_allow_ips: str = "127.0.0.1"
+    forwarded_allow_ips: str = ""  # proxies whose X-Forwarded-For is believed; none unless named
     max_requests: int = Field(default=0, ge=0)  # recycle a worker after this many requests; 0: never
     log_format: Literal["json", "text"] | None = None  # None: json in production, text elsewhere
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -107,11 +113,35 @@ class Settings(BaseSettings):
         if len(self.secret_key.encode()) < MIN_SECRET_BYTES:
             raise ValueError(f"SECRET_KEY must be at least {MIN_SECRET_BYTES} bytes long")
         if self.app_env == "production":
-            if self.secret_key == PLACEHOLDER_SECRET:
-                raise ValueError("SECRET_KEY must be set to a random value in production")
+            if weakness := self.key_weakness:
+                raise ValueError(f"SECRET_KEY {weakness}: set a random one, e.g. {MAKE_A_KEY}")
             if self.redis_url is None:
                 raise ValueError("REDIS_URL must name a real Redis in production")
         return self
+
+    @property
+    def key_weakness(self) -> str | None:
+        """Why SECRET_KEY must not sign tokens a server hands out, if it must not."""
+        if self.secret_key in PUBLISHED_SECRETS:
+            return "is a key published in this repository"
+        if len(self.secret_key.encode()) < MIN_SECRET_BYTES:
+            return f"is shorter than {MIN_SECRET_BYTES} bytes"
+        if len(set(self.secret_key)) == 1:
+            return "is one character repeated"
+        return None
+
+    @property
+    def embedded(self) -> bool:
+        """The try-it-out default: a SQLite file and the in-process Redis stand-in."""
+        return self.uses_sqlite and self.redis_url is None
+
+    @property
+    def secure_cookies(self) -> bool:
+        return self.app_env == "production" if self.cookie_secure is None else self.cookie_secure
+
+    @property
+    def allowed_origins(self) -> frozenset[str]:
+        return frozenset(origin.strip().rstrip("/") for origin in self.cors_origins.split(",") if origin.strip())
 
     @property
     def effective_log_format(self) -> str:
@@ -136,3 +166,22 @@ def load_settings() -> Settings:
         return Settings()
     except ValidationError as exc:
         raise SystemExit(f"error: {explain(exc)}") from None
+
+
+def refuse_weak_key(settings: Settings, host: str | None = None) -> None:
+    """Exit, in one line, rather than serve tokens signed with a key an attacker may know.
+
+    Only the embedded default bound to a loopback `host` may keep the development key: nothing
+    off this machine can reach it.
+    """
+    if settings.embedded and host is not None and _is_loopback(host):
+        return
+    if weakness := settings.key_weakness:
+        raise SystemExit(f"error: SECRET_KEY {weakness}: set a random one, e.g. {MAKE_A_KEY}")
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"

@@ -56,7 +56,7 @@ def test_swagger_ui_and_redoc_load_everything_from_the_app(client):
 
 
 def test_production_refuses_the_placeholder_secret():
-    with pytest.raises(ValidationError, match="SECRET_KEY must be set"):
+    with pytest.raises(ValidationError, match="SECRET_KEY is a key published in this repository"):
         Settings(app_env="production", secret_key=PLACEHOLDER_SECRET, redis_url=REDIS_URL, _env_file=None)
 
 

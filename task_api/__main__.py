@@ -2,7 +2,6 @@
 
 import argparse
 import getpass
-import os
 import sys
 
 import uvicorn
@@ -11,7 +10,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
 from task_api import models  # noqa: F401  (maps every table)
-from task_api.config import Settings, load_settings
+from task_api.app import create_app
+from task_api.config import Settings, load_settings, refuse_weak_key
 from task_api.db import create_db_engine, create_session_factory
 from task_api.errors import Conflict, Forbidden
 from task_api.fields import Email
@@ -61,6 +61,19 @@ def _ask_password(email: str, exists: bool) -> str:
     return password
 
 
+def serve_here(settings: Settings, host: str, port: int) -> None:
+    """The API in this one process. The metrics port is gunicorn's, so /metrics is not served
+    here, and a port equal to METRICS_PORT must not be taken for it."""
+    app = create_app(settings.model_copy(update={"metrics_port": 0}))
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        proxy_headers=bool(settings.forwarded_allow_ips),
+        forwarded_allow_ips=settings.forwarded_allow_ips,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m task_api")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -78,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     settings = load_settings()
+    if args.command == "serve":
+        refuse_weak_key(settings, args.host)
     try:
         if args.command == "create-admin":
             password = settings.admin_password.get_secret_value() if settings.admin_password else None
@@ -87,10 +102,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"created the database {make_url(settings.database_url).database}")
             migrate(settings)
             if args.command == "serve":
-                # One process on one port: the metrics port is gunicorn's, so /metrics is not served
-                # here, and a --port equal to METRICS_PORT must not be taken for it.
-                os.environ["METRICS_PORT"] = "0"
-                uvicorn.run("task_api.main:app", host=args.host, port=args.port)
+                serve_here(settings, args.host, args.port)
     except ValidationError as exc:
         messages = "; ".join(f"{'.'.join(map(str, error['loc'])) or 'input'}: {error['msg']}" for error in exc.errors())
         print(f"error: {messages}", file=sys.stderr)

@@ -58,7 +58,11 @@ def test_read_me_needs_a_token(client):
 def test_patch_me_name_and_email(client, db, auth_headers):
     user = UserFactory(name="Old")
 
-    response = client.patch("/users/me", headers=auth_headers(user), json={"name": "New", "email": "New@Example.com"})
+    response = client.patch(
+        "/users/me",
+        headers=auth_headers(user),
+        json={"name": "New", "email": "New@Example.com", "current_password": PASSWORD},
+    )
 
     assert response.status_code == 200, response.text
     assert_user(response.json(), user, name="New", email="new@example.com")
@@ -69,7 +73,9 @@ def test_patch_me_name_and_email(client, db, auth_headers):
 def test_patch_me_changes_only_sent_fields(client, db, auth_headers):
     user = UserFactory(name="Kept")
 
-    response = client.patch("/users/me", headers=auth_headers(user), json={"email": "moved@example.com"})
+    response = client.patch(
+        "/users/me", headers=auth_headers(user), json={"email": "moved@example.com", "current_password": PASSWORD}
+    )
 
     assert response.status_code == 200, response.text
     assert_user(response.json(), user, name="Kept", email="moved@example.com")
@@ -89,7 +95,9 @@ def test_patch_me_email_taken(client, db, auth_headers):
     UserFactory(email="taken@example.com")
     user = UserFactory()
 
-    response = client.patch("/users/me", headers=auth_headers(user), json={"email": "TAKEN@example.com"})
+    response = client.patch(
+        "/users/me", headers=auth_headers(user), json={"email": "TAKEN@example.com", "current_password": PASSWORD}
+    )
 
     assert response.status_code == 409
     assert isinstance(response.json()["detail"], str)
@@ -358,7 +366,11 @@ def test_invalid_user_id_is_422(client, auth_headers, user_id):
 def test_put_self(client, db, auth_headers):
     user = UserFactory(name="Someone")
 
-    response = client.put(f"/users/{user.id}", headers=auth_headers(user), json={"email": "Renamed@Example.com"})
+    response = client.put(
+        f"/users/{user.id}",
+        headers=auth_headers(user),
+        json={"email": "Renamed@Example.com", "current_password": PASSWORD},
+    )
 
     assert response.status_code == 200, response.text
     assert_user(response.json(), user, email="renamed@example.com", name=None, is_admin=False)
@@ -387,7 +399,9 @@ def test_put_email_taken(client, db, auth_headers):
     UserFactory(email="taken@example.com")
     user = UserFactory()
 
-    response = client.put(f"/users/{user.id}", headers=auth_headers(user), json={"email": "taken@example.com"})
+    response = client.put(
+        f"/users/{user.id}", headers=auth_headers(user), json={"email": "taken@example.com", "current_password": PASSWORD}
+    )
 
     assert response.status_code == 409
     assert fresh(db, user).email == user.email

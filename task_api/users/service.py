@@ -8,12 +8,13 @@ from sqlalchemy.orm import Session
 
 from task_api.auth.passwords import hash_password, verify_password
 from task_api.auth.tokens import Tokens
-from task_api.db import end_step
+from task_api.db import end_step, writing
 from task_api.errors import Conflict, Forbidden, InvalidField, NotFound
 from task_api.users.models import User
 from task_api.users.schemas import AdminUserCreate, UserCreate
 
 EMAIL_TAKEN = "A user with this e-mail already exists"
+LAST_ADMIN = "This is the last admin: make another admin first"
 
 
 def create_user(session: Session, data: UserCreate | AdminUserCreate, bcrypt_rounds: int) -> User:
@@ -61,33 +62,58 @@ def update_user(
 ) -> User:
     """Apply `changes` (already validated) to `user` as `actor`.
 
-    A new password needs the current one when users change their own, and revokes every
-    token the user holds.
+    Users changing their own e-mail or password confirm it with the current one. A new e-mail
+    or password revokes every token the user holds, once the change has committed: a change
+    that fails (a taken e-mail, the last admin) leaves every token working.
     """
     if changes.get("is_admin", user.is_admin) != user.is_admin and not actor.is_admin:
         raise Forbidden("Only an admin may change is_admin")
-    password = changes.pop("password", None)
     current_password = changes.pop("current_password", None)
+    password = changes.pop("password", None)
+    if changes.get("email") == user.email:  # the address it already has: no change
+        del changes["email"]
+    revokes = password is not None or "email" in changes
+    if revokes and actor.id == user.id:
+        if current_password is None:
+            raise InvalidField("current_password", "current_password is required to change your e-mail or password")
+        if not verify_password(current_password, user.password_hash, bcrypt_rounds):
+            raise InvalidField("current_password", "current_password is incorrect")
     if password is not None:
-        if actor.id == user.id:
-            if current_password is None:
-                raise InvalidField("current_password", "current_password is required to change the password")
-            if not verify_password(current_password, user.password_hash, bcrypt_rounds):
-                raise InvalidField("current_password", "current_password is incorrect")
         changes["password_hash"] = hash_password(password, bcrypt_rounds)
+    if revokes:
         changes["token_version"] = user.token_version + 1
-        tokens.revoke_user(user.id, changes["token_version"])
-    for field, value in changes.items():
-        setattr(user, field, value)
-    with _unique_email(session):
-        session.commit()
+    changes = {field: value for field, value in changes.items() if getattr(user, field) != value}
+    if not changes:
+        return user
+    with _unique_email(session), writing(session):
+        if changes.get("is_admin") is False:
+            _keep_another_admin(session, user)
+        for field, value in changes.items():
+            setattr(user, field, value)
+    if revokes:
+        tokens.revoke_user(user.id, user.token_version)
     return user
 
 
 def delete_user(session: Session, tokens: Tokens, user: User) -> None:
-    tokens.revoke_user(user.id, user.token_version + 1)
-    session.delete(user)
-    session.commit()
+    """Delete the user and their tasks, then, once that has committed, revoke their tokens."""
+    user_id, new_version = user.id, user.token_version + 1
+    with writing(session):
+        if user.is_admin:
+            _keep_another_admin(session, user)
+        session.delete(user)
+    tokens.revoke_user(user_id, new_version)
+
+
+def _keep_another_admin(session: Session, user: User) -> None:
+    """Refuse to leave no admin once `user` is one no more.
+
+    Every admin's row is locked first (on SQLite the write lock is already held), so two
+    admins demoting or deleting each other at once cannot both succeed.
+    """
+    admins = session.scalars(select(User.id).where(User.is_admin).with_for_update()).all()
+    if set(admins) <= {user.id}:
+        raise Conflict(LAST_ADMIN)
 
 
 def get_user_by_email(session: Session, email: str) -> User | None:

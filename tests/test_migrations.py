@@ -7,7 +7,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
 from task_api.db import create_db_engine
-from tests.conftest import alembic_config
+from tests.conftest import ON_SQLITE, alembic_config
+
+FULLWIDTH_ALICE = "\uff41\uff4c\uff49\uff43\uff45@example.com"
 
 
 def test_the_migrated_schema_matches_the_models(database_url):
@@ -100,3 +102,69 @@ def test_a_role_that_does_not_own_the_database_still_migrates_it(empty_database,
     assert {"users", "tasks", "alembic_version"} <= tables
     assert timeout == "0"  # left as it was
     assert "only its owner can set them" in caplog.text
+
+
+@pytest.fixture
+def blank_database(request, tmp_path):
+    """A database with nothing in it, on the server the suite runs on (a new file on SQLite)."""
+    if ON_SQLITE:
+        return f"sqlite:///{tmp_path / 'blank.sqlite3'}"
+    return request.getfixturevalue("empty_database")
+
+
+def migrate_to_0002_with_users(database_url, rows):
+    command.upgrade(alembic_config(database_url), "0002")
+    engine = create_engine(database_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                text("INSERT INTO users (id, email, password_hash) VALUES (:id, :email, 'not a hash')"),
+                [{"id": user_id, "email": email} for user_id, email in rows],
+            )
+    finally:
+        engine.dispose()
+
+
+def stored_users_and_version(database_url):
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            rows = [tuple(row) for row in connection.execute(text("SELECT id, email FROM users ORDER BY id"))]
+            return rows, connection.scalar(text("SELECT version_num FROM alembic_version"))
+    finally:
+        engine.dispose()
+
+
+def test_stored_addresses_are_normalised_to_nfkc_lower_case(blank_database):
+    migrate_to_0002_with_users(
+        blank_database,
+        [
+            (1, "alice@example.com"),
+            (2, "\uff22\uff4f\uff42@example.com"),
+            (3, "Carol@Example.com"),
+            (4, "\ufb01@example.com"),
+        ],
+    )
+
+    command.upgrade(alembic_config(blank_database), "head")
+
+    rows, _ = stored_users_and_version(blank_database)
+    assert rows == [(1, "alice@example.com"), (2, "bob@example.com"), (3, "carol@example.com"), (4, "fi@example.com")]
+
+
+def test_accounts_whose_addresses_would_become_one_stop_the_migration_and_nothing_changes(blank_database):
+    rows = [(1, "alice@example.com"), (2, "Carol@Example.com"), (3, FULLWIDTH_ALICE), (4, "ALICE@example.com")]
+    migrate_to_0002_with_users(blank_database, rows)
+
+    with pytest.raises(RuntimeError) as refused:
+        command.upgrade(alembic_config(blank_database), "head")
+
+    assert stored_users_and_version(blank_database) == (rows, "0002")
+    message = str(refused.value)
+    assert (
+        "alice@example.com: user 1 ('alice@example.com'), user 3 ('\\uff41\\uff4c\\uff49\\uff43\\uff45@example.com'),"
+        " user 4 ('ALICE@example.com')"
+    ) in message
+    assert "carol" not in message.lower()
+    assert "Merge each group into one account, or give all but one of its accounts another address" in message
+    assert "Nothing was changed" in message

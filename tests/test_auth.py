@@ -15,18 +15,18 @@ from tests.conftest import PASSWORD, SECRET_KEY, bearer, login
 from tests.factories import UserFactory
 
 USER_FIELDS = {"id", "email", "name", "is_admin", "created_at"}
-
-
-def family_of(token: str) -> str:
-    """The Redis key of the login a token belongs to."""
-    claims = claims_of(token)
-    return f"auth:family:{{{claims['sub']}}}:{claims['fam']}"
 JSON = {"Content-Type": "application/json"}
 SHORT_KEY_FOR_HS512 = pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")
 
 
 def claims_of(token):
     return jwt.decode(token, options={"verify_signature": False})
+
+
+def family_of(token: str) -> str:
+    """The Redis key of the login a token belongs to."""
+    claims = claims_of(token)
+    return f"auth:family:{{{claims['sub']}}}:{claims['fam']}"
 
 
 def sign(claims, algorithm="HS256", key=SECRET_KEY):

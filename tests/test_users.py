@@ -399,9 +399,8 @@ def test_put_email_taken(client, db, auth_headers):
     UserFactory(email="taken@example.com")
     user = UserFactory()
 
-    response = client.put(
-        f"/users/{user.id}", headers=auth_headers(user), json={"email": "taken@example.com", "current_password": PASSWORD}
-    )
+    body = {"email": "taken@example.com", "current_password": PASSWORD}
+    response = client.put(f"/users/{user.id}", headers=auth_headers(user), json=body)
 
     assert response.status_code == 409
     assert fresh(db, user).email == user.email

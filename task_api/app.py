@@ -3,6 +3,7 @@ from contextlib import asynccontextmanager
 
 import anyio.to_thread
 from fastapi import Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
 
 from task_api.auth.routes import auth_layout
@@ -13,7 +14,13 @@ from task_api.gate import DOCS_ASSETS, gate, gate_failures_before_routes, requir
 from task_api.health import router as health_router
 from task_api.logs import configure_logging
 from task_api.metrics import MetricsMiddleware
-from task_api.middleware import BodySizeLimitMiddleware, RequestContextMiddleware, TrailingSlashMiddleware
+from task_api.middleware import (
+    REQUEST_ID_HEADER,
+    BodySizeLimitMiddleware,
+    RequestContextMiddleware,
+    TrailingSlashMiddleware,
+)
+from task_api.ratelimit import RATE_LIMIT_HEADERS
 from task_api.runtime import Runtime
 from task_api.tasks.routes import router as tasks_router
 from task_api.users.routes import router as users_router
@@ -52,5 +59,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.metrics_port:
         app.add_middleware(MetricsMiddleware, port=settings.metrics_port)
     app.add_middleware(TrailingSlashMiddleware)  # outside the metrics, which then see the route it reaches
+    if settings.allowed_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=sorted(settings.allowed_origins),
+            allow_credentials=True,  # the refresh cookie
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=[*RATE_LIMIT_HEADERS, "Retry-After", "ETag", "Location", REQUEST_ID_HEADER],
+        )
     app.add_middleware(RequestContextMiddleware)
     return app

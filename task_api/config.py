@@ -32,7 +32,7 @@ class Settings(BaseSettings):
     jwt_audience: str = "task_api"
     access_token_expire_minutes: int = Field(default=15, ge=1)
     refresh_token_expire_days: int = Field(default=7, ge=1)
-    session_max_days: int = Field(default=30, ge=1)  # a login ends this long after it began, however often refreshed
+    session_max_days: float = Field(default=30, gt=0)  # a login ends this long after it began, however refreshed
     bcrypt_rounds: int = Field(default=12, ge=4, le=31)
 
     database_url: str = "sqlite:///task_api.sqlite3"

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Request
 from fastapi.dependencies.models import Dependant
 from fastapi.exceptions import RequestValidationError
-from fastapi.routing import APIRoute
+from fastapi.routing import iter_route_contexts
 from redis.exceptions import RedisError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -75,8 +75,9 @@ def is_limited(path: str) -> bool:
 
 def require_gate(app: FastAPI) -> None:
     """Refuse to build an app with a limited route that does not pass the gate."""
-    for route in app.routes:
-        if isinstance(route, APIRoute) and is_limited(route.path) and not _depends_on_gate(route.dependant):
+    for route in iter_route_contexts(app.routes):  # included routers' routes too, as the schema sees them
+        dependant = getattr(route, "dependant", None)  # a FastAPI route's; the docs' plain routes have none
+        if dependant is not None and is_limited(route.path or "") and not _depends_on_gate(dependant):
             raise RuntimeError(f"{route.path} is not gated: include its router with dependencies=[Depends(gate)]")
 
 

@@ -45,6 +45,7 @@ from task_api.metrics import RATE_LIMITED
 
 ALL = "all"
 AUTH = "auth"
+RATE_LIMIT_HEADERS = ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset")
 
 # KEYS: the budget to spend; optionally then the budget to spend instead and the key that
 # decides between them: KEYS[1] while KEYS[3] exists (the token's login is alive), KEYS[2]
@@ -169,11 +170,8 @@ class RateLimits:
             refused = True
         finally:
             _charging.reset(token)
-        headers = {
-            "X-RateLimit-Limit": str(limit.amount),
-            "X-RateLimit-Remaining": str(max(limit.amount - charge.count, 0)),
-            "X-RateLimit-Reset": str(charge.reset + 1),
-        }
+        values = (limit.amount, max(limit.amount - charge.count, 0), charge.reset + 1)
+        headers = dict(zip(RATE_LIMIT_HEADERS, map(str, values), strict=True))
         kept = context.rate_limit_headers
         if not kept or int(headers["X-RateLimit-Remaining"]) < int(kept["X-RateLimit-Remaining"]):
             context.rate_limit_headers = headers

@@ -51,6 +51,7 @@ test-pgbouncer: install
 lint: install
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m ruff format --check .
+	$(PYTHON) -m mypy
 
 format: install
 	$(PYTHON) -m ruff check --fix .
@@ -61,6 +62,7 @@ format: install
 CHECK_SECRET := docker-check-only-secret-key-not-for-use-anywhere
 docker-check: install
 	$(VENV)/bin/hadolint Dockerfile
+	$(PYTHON) deploy/runtime_requirements.py --check requirements.txt
 	SECRET_KEY=$(CHECK_SECRET) $(COMPOSE) --env-file /dev/null config --quiet
 	SECRET_KEY=$(CHECK_SECRET) $(COMPOSE) --env-file /dev/null --profile test config --quiet
 	env -u SECRET_KEY $(COMPOSE) --env-file /dev/null config --quiet 2>&1 | grep -q "required variable SECRET_KEY is missing a value: set SECRET_KEY in .env"

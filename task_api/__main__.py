@@ -110,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     except OperationalError as exc:
         print(f"error: cannot reach the database: {exc.orig}", file=sys.stderr)
         return 1
+    except RuntimeError as exc:  # a migration that refuses to run over the data it found
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -92,7 +92,7 @@ def _discard_if_closed_by_server(dbapi_connection: DBAPIConnection, *_: object) 
     replaces the connection before the request uses it. A silent network loss is left to the
     connect and statement timeouts, as a ping would wait on it too.
     """
-    readable, _, _ = select.select([dbapi_connection.fileno()], [], [], 0)
+    readable = select.select([dbapi_connection.fileno()], [], [], 0)[0]
     if readable:
         raise DisconnectionError("the server closed this connection while it was idle")
 

@@ -1,11 +1,12 @@
 """Domain exceptions and the one place that turns every error into its JSON answer."""
 
 import logging
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from redis.exceptions import RedisError
 from sqlalchemy.exc import InterfaceError, OperationalError
@@ -60,7 +61,7 @@ class RateLimited(AppError):
     status_code = 429
 
 
-def _json(status_code: int, detail: Any, headers: dict[str, str] | None = None) -> JSONResponse:
+def _json(status_code: int, detail: Any, headers: Mapping[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=status_code, headers=headers)
 
 
@@ -108,14 +109,28 @@ def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+ErrorHandler = Callable[[Request, Any], Response]
+HANDLERS: dict[type[Exception], ErrorHandler] = {
+    AppError: _app_error,
+    HTTPException: _http_error,
+    RequestValidationError: _validation_error,
+    OperationalError: _database_unavailable,
+    InterfaceError: _database_unavailable,
+    PoolTimeoutError: _database_unavailable,
+    RedisError: _redis_unavailable,
+    Exception: _unexpected,
+}
+
+
+def answer(request: Request, exc: Exception) -> Response:
+    """The answer to `exc`, from the handler of its nearest class."""
+    handler = next(HANDLERS[kind] for kind in type(exc).__mro__ if kind in HANDLERS)
+    return handler(request, exc)
+
+
 def install_error_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(AppError, _app_error)
-    app.add_exception_handler(HTTPException, _http_error)
-    app.add_exception_handler(RequestValidationError, _validation_error)
-    for db_error in (OperationalError, InterfaceError, PoolTimeoutError):
-        app.add_exception_handler(db_error, _database_unavailable)
-    app.add_exception_handler(RedisError, _redis_unavailable)
-    app.add_exception_handler(Exception, _unexpected)
+    for kind, handler in HANDLERS.items():
+        app.add_exception_handler(kind, handler)
 
 
 class InvalidField(AppError):

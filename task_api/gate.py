@@ -10,8 +10,7 @@ it once a request), so a route that needs the caller is gated even if its router
 `require_gate` refuses to build an app with a limited route that is not.
 """
 
-from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.dependencies.models import Dependant
@@ -24,7 +23,7 @@ from starlette.responses import Response
 
 from task_api.auth.tokens import TokenType, bearer_token
 from task_api.context import RequestContext, request_context
-from task_api.errors import RateLimited
+from task_api.errors import HANDLERS, ErrorHandler, RateLimited, answer
 from task_api.runtime import get_runtime
 
 # Never rate-limited: the probes, and the docs with the assets they load.
@@ -85,31 +84,20 @@ def _depends_on_gate(dependant: Dependant) -> bool:
     return dependant.call is gate or any(_depends_on_gate(sub) for sub in dependant.dependencies)
 
 
-ErrorHandler = Callable[[Request, Any], Response]
-
-
 def gate_failures_before_routes(app: FastAPI) -> None:
     """A request that fails before its route's gate can run (an unknown path, a wrong method,
     a body that cannot be decoded) passes the gate on its way out, and may be refused there."""
     for error in (HTTPException, RequestValidationError):
-        app.add_exception_handler(error, _gated(app, app.exception_handlers[error]))
+        app.add_exception_handler(error, _gated(HANDLERS[error]))
 
 
-def _gated(app: FastAPI, answer: ErrorHandler) -> ErrorHandler:
-    def handler(request: Request, exc: Exception) -> Response:
+def _gated(handler: ErrorHandler) -> ErrorHandler:
+    def gated_handler(request: Request, exc: Exception) -> Response:
         if is_limited(request.url.path) and not request_context(request).gated:
             try:
                 gate(request)
             except (RateLimited, RedisError) as refused:
-                return _handler_for(app, refused)(request, refused)
-        return answer(request, exc)
+                return answer(request, refused)
+        return handler(request, exc)
 
-    return handler
-
-
-def _handler_for(app: FastAPI, exc: Exception) -> ErrorHandler:
-    for kind in type(exc).__mro__:
-        if kind in app.exception_handlers:
-            handler: ErrorHandler = app.exception_handlers[kind]
-            return handler
-    raise exc
+    return gated_handler

@@ -92,7 +92,7 @@ class BudgetStorage(RedisStorage):
 
     def initialize_storage(self, uri: str) -> None:
         super().initialize_storage(uri)
-        self._spend_script = self.get_connection().register_script(SPEND_SCRIPT)
+        self._spend_script = self.get_connection().register_script(SPEND_SCRIPT.encode())
 
     def incr(self, key: str, expiry: int, amount: int = 1) -> int:
         charge = _charging.get()

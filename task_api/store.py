@@ -8,8 +8,9 @@ one pool this returns.
 from contextlib import suppress
 from typing import Any
 
-from redis import BlockingConnectionPool, Connection, Redis
+from redis import BlockingConnectionPool, Redis
 from redis.backoff import ExponentialBackoff
+from redis.connection import ConnectionInterface
 from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelConnectionPool
 
@@ -26,7 +27,7 @@ class BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
     without help. Until then calls fail (a 503), and nothing is let through.
     """
 
-    def release(self, connection: Connection) -> None:
+    def release(self, connection: ConnectionInterface) -> None:
         """BlockingConnectionPool drops a connection to the old primary without forgetting it;
         forget it, or every failover would leave up to max_connections of them behind."""
         super().release(connection)

@@ -41,12 +41,13 @@ class TaskReplace(TaskCreate):
 
 
 class TaskUpdate(InputModel):
-    """Partial update: only the fields sent change; `due_date: null` clears the due date."""
+    """Partial update: only the fields sent change; `due_date: null` clears the due date. The
+    others may be left out but never sent as null, which their types say and mypy doubts."""
 
-    title: Title = Field(default=None)
-    description: Description = Field(default=None)
-    status: TaskStatus = Field(default=None)
-    priority: TaskPriority = Field(default=None)
+    title: Title = Field(default=None)  # type: ignore[assignment]
+    description: Description = Field(default=None)  # type: ignore[assignment]
+    status: TaskStatus = Field(default=None)  # type: ignore[assignment]
+    priority: TaskPriority = Field(default=None)  # type: ignore[assignment]
     due_date: Instant | None = None
 
 
@@ -71,6 +72,6 @@ class TaskOut(BaseModel):
 TaskPage = Page[TaskOut]
 
 
-def etag_of(body: bytes) -> str:
+def etag_of(body: bytes | memoryview) -> str:
     """A strong validator for a representation: it changes whenever any byte of it does."""
     return f'"{hashlib.sha256(body).hexdigest()[:32]}"'

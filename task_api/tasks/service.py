@@ -11,6 +11,7 @@ import functools
 from typing import Any
 
 from sqlalchemy import (
+    BindParameter,
     Integer,
     Row,
     ScalarSelect,
@@ -27,6 +28,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.base import ReadOnlyColumnCollection
 
 from task_api.db import end_step, utcnow, writing
 from task_api.errors import NotFound, PreconditionFailed, Unauthorized
@@ -35,8 +37,8 @@ from task_api.tasks.schemas import TaskCreate, TaskOut, TaskQuery
 
 TASK_NOT_FOUND = "Task not found"
 
-TASKS = Task.__table__
-COUNTS = TaskCount.__table__
+TASKS = Task.metadata.tables[Task.__tablename__]
+COUNTS = TaskCount.metadata.tables[TaskCount.__tablename__]
 PRIORITY_RANKS = {TaskPriority.low: 0, TaskPriority.medium: 1, TaskPriority.high: 2}
 # The filters of TaskQuery, each bound under its own name (`q` as a LIKE pattern).
 FILTERS = ("status", "priority", "q", "due_before", "due_after")
@@ -80,7 +82,7 @@ def list_tasks(session: Session, owner_id: int, filters: TaskQuery) -> tuple[lis
     """
     filtered_by, values = page_values(owner_id, filters)
     rows = session.execute(page_statement(filtered_by, filters.sort), values).all()
-    total = rows[0].total if rows else session.scalar(_total_statement(filtered_by), values) or 0
+    total = int(rows[0].total if rows else session.scalar(_total_statement(filtered_by), values) or 0)
     end_step(session)
     return [dict(zip(TASK_FIELDS, row[:-1], strict=True)) for row in rows], total
 
@@ -104,7 +106,7 @@ def page_statement(filtered_by: frozenset[str], sort: str) -> Select[Any]:
     the trigram indexes), and it picks that plan whenever the indexes' costs rise.
     """
     statement = _filtered(select(*TASK_COLUMNS), filtered_by)
-    columns = TASKS.c
+    columns: ReadOnlyColumnCollection[str, Any] = TASKS.c
     if "q" in filtered_by:
         matches = statement.cte("matches").prefix_with("MATERIALIZED")
         statement, columns = select(*matches.c), matches.c
@@ -214,7 +216,7 @@ def _filtered(statement: Select[Any], filtered_by: frozenset[str]) -> Select[Any
     if "priority" in filtered_by:
         statement = statement.where(TASKS.c.priority.in_(bindparam("priority", expanding=True)))
     if "q" in filtered_by:
-        pattern = bindparam("q")
+        pattern: BindParameter[str] = bindparam("q")
         statement = statement.where(
             or_(TASKS.c.title.ilike(pattern, escape="\\"), TASKS.c.description.ilike(pattern, escape="\\"))
         )

@@ -28,7 +28,7 @@ class PasswordChange(InputModel):
 class UserUpdate(PasswordChange):
     """PATCH /users/me: only the fields sent change."""
 
-    email: Email = Field(default=None)
+    email: Email = Field(default=None)  # type: ignore[assignment]  # may be left out, never null
     name: Name | None = None
 
 
@@ -37,7 +37,7 @@ class UserReplace(PasswordChange):
 
     email: Email
     name: Name | None = None
-    is_admin: bool = Field(default=None, description="Only an admin may change it")
+    is_admin: bool = Field(default=None, description="Only an admin may change it")  # type: ignore[assignment]
 
 
 class UserOut(BaseModel):

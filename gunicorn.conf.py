@@ -58,7 +58,9 @@ worker_class = "task_api.worker.DrainingUvicornWorker"
 # rather than the second an import takes. Loading it opens no connection; post_fork makes
 # each worker's own.
 preload_app = True
-bind = [f"{settings.host}:{port}" for port in (settings.port, settings.metrics_port) if port]
+bind = [f"{settings.host}:{settings.port}"]
+if settings.metrics_port:
+    bind.append(f"{settings.metrics_host}:{settings.metrics_port}")
 forwarded_allow_ips = settings.forwarded_allow_ips
 # One listening socket, the arbiter's, shared by the workers: while a worker is replaced,
 # new connections wait in its backlog for the others. With SO_REUSEPORT each worker owned a

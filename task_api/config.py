@@ -57,6 +57,7 @@ class Settings(BaseSettings):
     host: str = "0.0.0.0"  # noqa: S104  (the production server listens on every interface)
     port: int = Field(default=8000, ge=1, le=65535)
     metrics_port: int = Field(default=9000, ge=0, le=65535)  # /metrics answers here only; 0: no metrics
+    metrics_host: str = "127.0.0.1"  # where METRICS_PORT listens: this machine only unless widened
     web_concurrency: int | None = Field(default=None, ge=1)
     forwarded_allow_ips: str = ""  # proxies whose X-Forwarded-For is believed; none unless named
     max_requests: int = Field(default=0, ge=0)  # recycle a worker after this many requests; 0: never
@@ -111,7 +112,7 @@ class Settings(BaseSettings):
         if self.metrics_port == self.port:
             raise ValueError("METRICS_PORT must differ from PORT: /metrics is kept off the API's port")
         if len(self.secret_key.encode()) < MIN_SECRET_BYTES:
-            raise ValueError(f"SECRET_KEY must be at least {MIN_SECRET_BYTES} bytes long")
+            raise ValueError(f"SECRET_KEY must be at least {MIN_SECRET_BYTES} bytes long: make one with {MAKE_A_KEY}")
         if self.app_env == "production":
             if weakness := self.key_weakness:
                 raise ValueError(f"SECRET_KEY {weakness}: set a random one, e.g. {MAKE_A_KEY}")

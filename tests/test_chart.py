@@ -47,7 +47,7 @@ PROXY_RANGE = "10.244.0.0/16"
 WITH_INGRESS = ("--set", "ingress.enabled=true", "--set", "ingress.hosts[0]=api.example.com")
 # Settings not taken from `config`: the Secret's, those the chart sets, and HOST (the probes need
 # gunicorn on every interface, the app's default).
-CHART_MANAGED = SECRET_ENV | {"APP_ENV", "WEB_CONCURRENCY", "HOST", "ADMIN_PASSWORD"}
+CHART_MANAGED = SECRET_ENV | {"APP_ENV", "WEB_CONCURRENCY", "HOST", "METRICS_HOST", "ADMIN_PASSWORD"}
 
 
 def helm_template(*options: str, chart: Path = CHART) -> subprocess.CompletedProcess[str]:

@@ -1,9 +1,11 @@
 """/metrics from the production server: gunicorn's workers counted together, on their own port."""
 
 import os
+import socket
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx2
 import pytest
@@ -117,6 +119,27 @@ def test_the_metrics_port_serves_only_metrics(start_server, db):
     assert elsewhere.status_code == 404
     assert elsewhere.json() == {"detail": "Not Found"}
     assert "task_api_requests_total" not in elsewhere.text
+
+
+def listening_addresses(port: int) -> set[str]:
+    """The local IPv4 addresses a socket on `port` listens on, as the kernel reports them."""
+    found = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        address, _, hex_port = local.partition(":")
+        if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+            found.add(socket.inet_ntoa(bytes.fromhex(address)[::-1]))
+    return found
+
+
+def test_the_metrics_port_listens_on_this_machine_only_by_default(start_server, db):
+    server = start_server(HOST="0.0.0.0")  # noqa: S104  (the API on every interface, as in production)
+    api_port = int(server.url.rpartition(":")[2])
+    metrics_port = int(server.metrics_url.removesuffix("/metrics").rpartition(":")[2])
+
+    assert listening_addresses(api_port) == {"0.0.0.0"}  # noqa: S104
+    assert listening_addresses(metrics_port) == {"127.0.0.1"}
+    assert httpx2.get(server.metrics_url, timeout=10).status_code == 200
 
 
 def test_the_pool_gauge_counts_only_connections_that_were_handed_out(settings):

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx2
 
 from task_api.auth.passwords import hash_password
-from tests.conftest import GUNICORN, PASSWORD, ROOT, Server, free_port
+from tests.conftest import GUNICORN, PASSWORD, ROOT, SECRET_KEY, Server, free_port
 from tests.factories import TaskFactory, UserFactory
 
 
@@ -65,7 +65,13 @@ def test_logs_are_one_json_line_per_request_and_hold_no_secrets(start_server, db
 
 
 def test_the_in_process_redis_is_refused_with_several_workers(database_url):
-    env = {**os.environ, "DATABASE_URL": database_url, "WEB_CONCURRENCY": "2", "PORT": str(free_port())}
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "SECRET_KEY": SECRET_KEY,
+        "WEB_CONCURRENCY": "2",
+        "PORT": str(free_port()),
+    }
     env.pop("REDIS_URL", None)
     result = subprocess.run(
         [GUNICORN, "-c", "gunicorn.conf.py", "task_api.main:app"],

@@ -46,6 +46,8 @@ app.kubernetes.io/component: api
 {{- /* Every non-secret setting: the ConfigMap's data, and the migration Job's env. */}}
 {{- define "task-api.settings" -}}
 APP_ENV: production
+{{- /* Prometheus scrapes the pod's address; no Service or Ingress exposes the metrics port. */}}
+METRICS_HOST: "0.0.0.0"
 {{- range $name, $value := .Values.config }}
 {{ $name }}: {{ $value | quote }}
 {{- end }}

@@ -9,6 +9,7 @@ import json
 import logging
 import logging.handlers
 import queue
+import re
 import sys
 from contextvars import ContextVar
 from datetime import UTC, datetime
@@ -16,6 +17,8 @@ from datetime import UTC, datetime
 request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
 
 REQUEST_FIELDS = ("method", "path", "status", "duration_ms", "user_id")
+# C0, DEL and C1, and the separators that Python's splitlines takes for line ends
+CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _listener: logging.handlers.QueueListener | None = None
 
 
@@ -41,8 +44,14 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
+    """One line per record: control characters from a request (a path with %0a) are escaped
+    as \\n, \\x1b..., so no client can forge a line. A traceback follows on lines of its own."""
+
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)-7s %(name)s [%(request_id)s] %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802  (overrides logging's)
+        return CONTROL_CHARACTERS.sub(lambda match: ascii(match[0])[1:-1], super().formatMessage(record))
 
 
 def configure_logging(log_format: str, level: str) -> None:

@@ -1,6 +1,8 @@
 """Liveness and readiness: never rate-limited, no auth."""
 
-from typing import Literal
+import threading
+import time
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -11,7 +13,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from task_api.errors import UNAVAILABLE_HEADERS, ServerErrorBody
 from task_api.metrics import DEPENDENCY_ERRORS
-from task_api.runtime import get_runtime
+from task_api.runtime import Runtime, get_runtime
 
 router = APIRouter(tags=["operations"])
 
@@ -28,7 +30,8 @@ class Readiness(BaseModel):
     redis: Check
 
 
-UNEXPECTED = {500: {"model": ServerErrorBody, "description": "Unexpected error"}}
+UNEXPECTED: dict[int | str, dict[str, Any]] = {500: {"model": ServerErrorBody, "description": "Unexpected error"}}
+READINESS_KEPT_SECONDS = 1.0
 
 
 @router.get("/health", responses=UNEXPECTED)
@@ -47,7 +50,33 @@ async def health() -> Health:
 )
 def ready(request: Request) -> JSONResponse:
     """PostgreSQL and Redis both answer."""
-    runtime = get_runtime(request)
+    body = last_readiness.get(get_runtime(request))
+    healthy = body.status == "ok"
+    return JSONResponse(
+        body.model_dump(),
+        status_code=200 if healthy else 503,
+        headers=None if healthy else UNAVAILABLE_HEADERS,
+    )
+
+
+class LastReadiness:
+    """The last readiness check of this process, answered again for a second, failures too: a
+    flood of probes costs at most one PostgreSQL and one Redis round trip a second. Callers
+    that come while a check runs wait for it and take its result."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.last: tuple[Runtime, float, Readiness] | None = None  # checked for, kept until, found
+
+    def get(self, runtime: Runtime) -> Readiness:
+        with self.lock:
+            if self.last is None or self.last[0] is not runtime or time.monotonic() >= self.last[1]:
+                readiness = check_readiness(runtime)
+                self.last = (runtime, time.monotonic() + READINESS_KEPT_SECONDS, readiness)
+            return self.last[2]
+
+
+def check_readiness(runtime: Runtime) -> Readiness:
     try:
         with runtime.engine.connect() as connection:
             connection.execute(text("SELECT 1"))
@@ -62,9 +91,7 @@ def ready(request: Request) -> JSONResponse:
         DEPENDENCY_ERRORS.labels("redis").inc()
         redis = "unavailable"
     healthy = database == redis == "ok"
-    body = Readiness(status="ok" if healthy else "unavailable", database=database, redis=redis)
-    return JSONResponse(
-        body.model_dump(),
-        status_code=200 if healthy else 503,
-        headers=None if healthy else UNAVAILABLE_HEADERS,
-    )
+    return Readiness(status="ok" if healthy else "unavailable", database=database, redis=redis)
+
+
+last_readiness = LastReadiness()  # one per process; a check for another app's runtime (tests) is a new one

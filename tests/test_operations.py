@@ -1,11 +1,18 @@
 import re
+import time
+from concurrent.futures import ThreadPoolExecutor
 
+import httpx2
+import psycopg2
 import pytest
 from fastapi.testclient import TestClient
+from psycopg2.extensions import connection
 from pydantic import ValidationError
+from redis import Redis
+from sqlalchemy.engine import make_url
 
 from task_api.config import PLACEHOLDER_SECRET, Settings
-from tests.conftest import REDIS_URL, SECRET_KEY
+from tests.conftest import PGBOUNCER, REDIS_URL, SECRET_KEY, running_pgbouncer
 
 DOWN_DATABASE = "postgresql+psycopg2://postgres@127.0.0.1:1/task_api"
 DOWN_REDIS = "redis://127.0.0.1:1/0"
@@ -42,6 +49,72 @@ def test_ready_names_the_part_that_is_down(make_app, db, overrides, expected):
     assert response.status_code == 503
     assert response.json() == expected
     assert response.headers["Retry-After"]
+
+
+def flood_ready(client: httpx2.Client, seconds: float) -> list[int]:
+    """Ask for /ready from 8 threads at once for that many seconds; the statuses."""
+    deadline = time.monotonic() + seconds
+
+    def ask() -> list[int]:
+        statuses = []
+        while time.monotonic() < deadline:
+            statuses.append(client.get("/ready").status_code)
+        return statuses
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return [status for statuses in pool.map(lambda _: ask(), range(8)) for status in statuses]
+
+
+def pings(redis: Redis) -> int:
+    return redis.info("commandstats").get("cmdstat_ping", {}).get("calls", 0)
+
+
+def queries(bouncer: connection, database: str | None) -> int:
+    """The queries PgBouncer has passed on to database."""
+    with bouncer.cursor() as cursor:
+        cursor.execute("SHOW STATS")
+        column = [name for name, *_ in cursor.description].index("total_query_count")
+        return sum(row[column] for row in cursor.fetchall() if row[0] == database)
+
+
+@pytest.mark.postgres_only
+@pytest.mark.skipif(PGBOUNCER is None, reason="pgbouncer is not installed (apt-get install pgbouncer)")
+def test_a_flood_of_ready_checks_each_dependency_at_most_once_a_second(start_server, own_redis, database_url):
+    redis_port, redis_servers = own_redis
+    redis = Redis(port=redis_port)
+    url = make_url(database_url)
+    with running_pgbouncer(url.host or "127.0.0.1", url.port or 5432) as bouncer_port:  # to count queries
+        server = start_server(
+            DATABASE_URL=url.set(host="127.0.0.1", port=bouncer_port).render_as_string(hide_password=False),
+            REDIS_URL=f"redis://127.0.0.1:{redis_port}/0",
+        )
+        bouncer = psycopg2.connect(host="127.0.0.1", port=bouncer_port, user="pgbouncer", dbname="pgbouncer")
+        bouncer.autocommit = True
+        with httpx2.Client(base_url=server.url, timeout=10) as client:
+            assert client.get("/ready").status_code == 200  # the server's connections are open
+            counts = pings(redis), queries(bouncer, url.database)
+            statuses = flood_ready(client, 1.5)
+            pinged, queried = pings(redis) - counts[0], queries(bouncer, url.database) - counts[1]
+
+            redis_servers[0].terminate()
+            redis_servers[0].wait(timeout=10)
+            down_at = time.monotonic()
+            while client.get("/ready").status_code == 200:
+                time.sleep(0.05)
+            noticed_after = time.monotonic() - down_at
+            count = queries(bouncer, url.database)
+            statuses_while_down = flood_ready(client, 1.5)
+            queried_while_down = queries(bouncer, url.database) - count
+        bouncer.close()
+    redis.close()
+
+    assert len(statuses) > 200
+    assert set(statuses) == {200}
+    assert 1 <= pinged <= 2  # checked again after a second, and no more often
+    assert 1 <= queried <= 2
+    assert noticed_after < 1.5
+    assert set(statuses_while_down) == {503}
+    assert 1 <= queried_while_down <= 2  # a failure is kept for a second too
 
 
 def test_swagger_ui_and_redoc_load_everything_from_the_app(client):

@@ -7,8 +7,8 @@ from sqlalchemy import Engine, text
 
 from task_api.auth.passwords import hash_password
 from task_api.auth.tokens import Tokens
-from task_api.store import create_redis
 from task_api.config import Settings
+from task_api.store import create_redis
 
 SPREAD_USERS = 1_000
 TASKS_PER_SPREAD_USER = 900

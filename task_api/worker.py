@@ -37,7 +37,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self.refused:
             return
-        if self.in_body:
+        if self.in_body:  # a request pipelined behind the body in this read is counted from the next read
             super().data_received(data)
         elif data.endswith(HEADER_END) and self.header_bytes + len(data) <= MAX_HEADER_BYTES:
             self.header_bytes += len(data)  # whole requests, or the rest of one: none is left half-counted

@@ -18,6 +18,7 @@ from task_api.fields import Email
 from task_api.migrate import create_database, migrate
 from task_api.users import service
 from task_api.users.schemas import AdminUserCreate
+from task_api.worker import BoundedHttpToolsProtocol
 
 
 def create_admin(settings: Settings, email: str, password: str | None) -> str:
@@ -71,6 +72,7 @@ def serve_here(settings: Settings, host: str, port: int) -> None:
         port=port,
         proxy_headers=bool(settings.forwarded_allow_ips),
         forwarded_allow_ips=settings.forwarded_allow_ips,
+        http=BoundedHttpToolsProtocol,  # the header section capped, as under gunicorn
     )
 
 

@@ -91,7 +91,7 @@ def test_serve_on_loopback_with_a_real_database_refuses_the_development_key(data
     assert_refused_in_one_line(result)
 
 
-def test_the_embedded_default_on_loopback_keeps_the_development_key(tmp_path):
+def test_the_embedded_default_on_loopback_keeps_the_development_key_and_bounds_headers(tmp_path):
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "task_api", "serve", "--port", str(port)],
@@ -105,9 +105,12 @@ def test_the_embedded_default_on_loopback_keeps_the_development_key(tmp_path):
         while server.poll() is None and time.monotonic() < deadline:
             try:
                 assert httpx2.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200
-                return
             except httpx2.TransportError:
                 time.sleep(0.1)
+                continue
+            oversized = httpx2.get(f"http://127.0.0.1:{port}/health", headers={"X-Pad": "a" * 100_000}, timeout=5)
+            assert oversized.status_code == 431
+            return
         pytest.fail(f"the embedded default did not start (exit code {server.poll()})")
     finally:
         server.terminate()

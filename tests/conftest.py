@@ -246,6 +246,27 @@ ROOT = Path(__file__).resolve().parent.parent
 GUNICORN = shutil.which("gunicorn", path=str(Path(sys.executable).parent))
 
 
+def cli_environment(database_url: str, **env: str) -> dict[str, str]:
+    """The environment an operator runs `python -m task_api` in; ADMIN_PASSWORD only if given."""
+    inherited = {key: value for key, value in os.environ.items() if key != "ADMIN_PASSWORD"}
+    return {**inherited, "DATABASE_URL": database_url, "SECRET_KEY": SECRET_KEY, "BCRYPT_ROUNDS": "4", **env}
+
+
+def run_cli(database_url: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """`python -m task_api ARGS` in a process of its own, with no terminal to prompt at."""
+    return subprocess.run(
+        [sys.executable, "-m", "task_api", *args],
+        env=cli_environment(database_url, **env),
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        start_new_session=True,
+    )
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

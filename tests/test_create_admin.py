@@ -5,17 +5,15 @@ import pty
 import subprocess
 import sys
 import time
-from pathlib import Path
 from select import select as wait_readable
 
 import pytest
 from sqlalchemy import func, select
 
 from task_api.models import User
-from tests.conftest import PASSWORD, SECRET_KEY, bearer, login
+from tests.conftest import PASSWORD, ROOT, bearer, cli_environment, login, run_cli
 from tests.factories import AdminFactory, UserFactory
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 # Makes the terminal on stdin the controlling one, so that getpass reads /dev/tty as at a console.
 AT_A_TERMINAL = (
     "import fcntl, runpy, sys, termios; fcntl.ioctl(0, termios.TIOCSCTTY, 0); sys.argv[0] = 'task_api';"
@@ -23,26 +21,8 @@ AT_A_TERMINAL = (
 )
 
 
-def cli_environment(database_url, password=None):
-    env = {**os.environ, "DATABASE_URL": database_url, "SECRET_KEY": SECRET_KEY, "BCRYPT_ROUNDS": "4"}
-    env.pop("ADMIN_PASSWORD", None)
-    if password is not None:
-        env["ADMIN_PASSWORD"] = password
-    return env
-
-
 def run_create_admin(database_url, email, password):
-    return subprocess.run(
-        [sys.executable, "-m", "task_api", "create-admin", email],
-        env=cli_environment(database_url, password),
-        cwd=REPO_ROOT,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        start_new_session=True,
-    )
+    return run_cli(database_url, "create-admin", email, **({} if password is None else {"ADMIN_PASSWORD": password}))
 
 
 def run_create_admin_at_a_terminal(database_url, email, *answers):
@@ -52,7 +32,7 @@ def run_create_admin_at_a_terminal(database_url, email, *answers):
     process = subprocess.Popen(
         [sys.executable, "-c", AT_A_TERMINAL, "create-admin", email],
         env=cli_environment(database_url),
-        cwd=REPO_ROOT,
+        cwd=ROOT,
         stdin=secondary,
         stdout=secondary,
         stderr=secondary,

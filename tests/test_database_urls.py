@@ -1,8 +1,5 @@
 """DATABASE_URL in the forms people are handed, against the real PostgreSQL."""
 
-import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 
@@ -13,7 +10,7 @@ from sqlalchemy.engine import make_url
 
 from task_api.config import Settings
 from task_api.users.models import User
-from tests.conftest import PASSWORD, ROOT, SECRET_KEY
+from tests.conftest import PASSWORD, run_cli
 
 pytestmark = pytest.mark.postgres_only
 BARE_SCHEMES = ["postgresql://", "postgres://"]
@@ -22,19 +19,6 @@ BARE_SCHEMES = ["postgresql://", "postgres://"]
 def bare(url: str, scheme: str) -> str:
     assert url.startswith("postgresql+psycopg2://")
     return scheme + url.removeprefix("postgresql+psycopg2://")
-
-
-def run_cli(database_url: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "task_api", *args],
-        env={**os.environ, "DATABASE_URL": database_url, "SECRET_KEY": SECRET_KEY, "BCRYPT_ROUNDS": "4", **env},
-        cwd=ROOT,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,6 @@ from fastapi.dependencies.models import Dependant
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import iter_route_contexts
 from redis.exceptions import RedisError
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
@@ -52,20 +51,6 @@ Gate = Annotated[RequestContext, Depends(gate)]
 def spend_auth_budget(request: Request, context: Gate) -> None:
     """The stricter per-address budget of every password check."""
     get_runtime(request).rate_limits.spend_auth(request, context)
-
-
-async def spend_auth_budget_if_password_sent(request: Request, context: Gate) -> None:
-    """The auth budget, for a body that carries `current_password`: a password check.
-
-    FastAPI has parsed the JSON body already, so reading it costs nothing; the spend takes a
-    thread only when there is one to make.
-    """
-    try:
-        body = await request.json()
-    except ValueError:  # not JSON: the body's own validation answers it
-        return
-    if isinstance(body, dict) and body.get("current_password") is not None:
-        await run_in_threadpool(spend_auth_budget, request, context)
 
 
 def is_limited(path: str) -> bool:

@@ -15,6 +15,7 @@ as it would have anyway.
 """
 
 import json
+import uuid
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
@@ -22,7 +23,6 @@ from uvicorn_worker import UvicornWorker
 
 MAX_HEADER_BYTES = 64 * 1024
 HEADER_END = b"\r\n\r\n"
-TOO_LARGE = json.dumps({"detail": f"Request header section is over {MAX_HEADER_BYTES} bytes"}).encode()
 
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
@@ -94,16 +94,27 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self._answer_too_large()
 
     def _answer_too_large(self) -> None:
+        self._answer_and_close(431, f"Request header section is over {MAX_HEADER_BYTES} bytes")
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to a request httptools cannot parse, as JSON like every other."""
+        self._answer_and_close(400, msg)
+
+    def _answer_and_close(self, status: int, detail: str) -> None:
+        """An answer from below the app, which never saw the request: JSON, a request id of its
+        own, and the connection closed."""
         if self.transport.is_closing():
             return
+        body = json.dumps({"detail": detail}).encode()
         headers = [
             *self.server_state.default_headers,
             (b"content-type", b"application/json"),
-            (b"content-length", b"%d" % len(TOO_LARGE)),
+            (b"content-length", b"%d" % len(body)),
+            (b"x-request-id", uuid.uuid4().hex.encode()),
             (b"connection", b"close"),
         ]
         lines = [name + b": " + value + b"\r\n" for name, value in headers]
-        self.transport.write(b"".join([STATUS_LINE[431], *lines, b"\r\n", TOO_LARGE]))
+        self.transport.write(b"".join([STATUS_LINE[status], *lines, b"\r\n", body]))
         self.transport.close()
 
 

@@ -138,3 +138,15 @@ def test_deeply_nested_json_is_a_422_not_a_500(client):
     response = client.post("/login", content=body, headers={"Content-Type": "application/json"})
 
     assert response.status_code == 422
+
+
+@pytest.mark.parametrize("content_type", ["application/json", "text/plain", None])
+@pytest.mark.parametrize(("method", "path"), [("PATCH", "/users/me"), ("PUT", "/users/1")])
+def test_deeply_nested_bodies_for_the_user_routes_are_a_422_not_a_500(client, method, path, content_type):
+    body = "[" * 100_000 + "]" * 100_000
+    headers = {} if content_type is None else {"Content-Type": content_type}
+
+    response = client.request(method, path, content=body, headers=headers)
+
+    assert response.status_code in {401, 422}  # no token: whichever the route finds first
+    assert response.headers["content-type"] == "application/json"

@@ -7,7 +7,10 @@ from collections.abc import Callable, Iterator
 import pytest
 from sqlalchemy import text
 
+from task_api.auth import service as auth_service
+from task_api.errors import NotFound, Unauthorized
 from task_api.models import User
+from task_api.users import service as users_service
 from tests.conftest import PASSWORD, bearer, login
 from tests.factories import AdminFactory, UserFactory
 from tests.test_users import NEW_PASSWORD
@@ -167,3 +170,23 @@ def test_two_admins_removing_each_other_at_once_leave_one(client, db, users_trig
     assert loser in {403, 409}  # already demoted when its request began, or found the last admin
     db.expire_all()
     assert db.query(User).filter(User.is_admin).count() == 1
+
+
+RACED_CHANGES = {
+    "rename": (lambda session, tokens, user: users_service.update_user(session, tokens, user, {"name": "N"}, user, 4)),
+    "logout-all": auth_service.logout_everywhere,
+}
+
+
+@pytest.mark.parametrize("change", RACED_CHANGES.values(), ids=RACED_CHANGES.keys())
+def test_a_change_to_an_account_deleted_meanwhile_is_a_404_or_401_not_a_500(app, db, change):
+    user = UserFactory()
+    runtime = app.state.runtime
+    with runtime.session_factory() as session:
+        loaded = session.get(User, user.id)  # as the request's dependency loaded it
+        session.commit()
+        db.delete(user)  # another request deletes the account meanwhile
+        db.commit()
+
+        with pytest.raises((NotFound, Unauthorized)):
+            change(session, runtime.tokens, loaded)

@@ -81,7 +81,21 @@ def test_a_header_section_is_served_up_to_the_limit_and_refused_a_byte_over(star
     assert [status for status, _, _ in answers] == [200, 200, 431]
     _, headers, body = answers[2]
     assert headers["connection"] == "close"
+    assert headers["content-type"] == "application/json"
+    assert headers["x-request-id"]
     assert json.loads(body) == {"detail": f"Request header section is over {MAX_HEADER_BYTES} bytes"}
+
+
+def test_a_request_the_parser_cannot_read_gets_a_json_400_with_a_request_id(start_server):
+    server = start_server()
+    with connect(server) as sock, sock.makefile("rb") as stream:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: test\r\nX-Bad: \x1b[2J\r\n\r\n")
+        status, headers, body = read_response(stream)
+
+    assert status == 400
+    assert headers["content-type"] == "application/json"
+    assert headers["x-request-id"]
+    assert isinstance(json.loads(body)["detail"], str)
 
 
 def test_a_large_body_is_not_counted_as_headers(start_server):

@@ -1,4 +1,5 @@
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.exc import StaleDataError
 
 from task_api.auth.tokens import Claims, RotationResult, TokenPair, Tokens, TokenType
 from task_api.db import end_step
@@ -48,5 +49,9 @@ def logout(tokens: Tokens, access: Claims, refresh_token: str | None) -> None:
 def logout_everywhere(session: Session, tokens: Tokens, user: User) -> None:
     """Bump the user's token version, then, once that has committed, revoke in Redis."""
     user.token_version += 1
-    session.commit()
+    try:
+        session.commit()
+    except StaleDataError:  # the user was deleted meanwhile: their tokens are dead already
+        session.rollback()
+        raise Unauthorized("Token has been revoked") from None
     tokens.revoke_user(user.id, user.token_version)

@@ -2,11 +2,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request, Response
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from task_api.auth.deps import AdminUser, CurrentUser
 from task_api.db import SessionDep
 from task_api.errors import error_responses
-from task_api.gate import spend_auth_budget_if_password_sent
+from task_api.gate import Gate, spend_auth_budget
 from task_api.pagination import MAX_OFFSET, PageParams, page_params
 from task_api.responses import ModelResponse
 from task_api.runtime import get_runtime
@@ -16,6 +17,22 @@ from task_api.users.models import User
 from task_api.users.schemas import AdminUserCreate, UserOut, UserReplace, UserUpdate
 
 router = APIRouter(prefix="/users", tags=["users"])
+
+
+async def spend_auth_budget_if_password_sent(request: Request, context: Gate) -> None:
+    """The auth budget, for a body that carries `current_password`: a password check.
+
+    FastAPI has parsed a JSON body already, so reading it costs nothing; a body it could not
+    parse is answered by its own validation. The spend takes a thread only when there is one.
+    """
+    try:
+        body = await request.json()
+    except (ValueError, RecursionError):
+        return
+    if isinstance(body, dict) and body.get("current_password") is not None:
+        await run_in_threadpool(spend_auth_budget, request, context)
+
+
 # Spent before the user's row is loaded: a 429 does no database work.
 PasswordCheckBudget = Annotated[None, Depends(spend_auth_budget_if_password_sent)]
 UserId = Annotated[int, Path(ge=1, le=MAX_OFFSET)]

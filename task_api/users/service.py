@@ -5,6 +5,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.exc import StaleDataError
 
 from task_api.auth.passwords import hash_password, verify_password
 from task_api.auth.tokens import Tokens
@@ -15,6 +16,7 @@ from task_api.users.schemas import AdminUserCreate, UserCreate
 
 EMAIL_TAKEN = "A user with this e-mail already exists"
 LAST_ADMIN = "This is the last admin: make another admin first"
+USER_NOT_FOUND = "User not found"
 
 
 def create_user(session: Session, data: UserCreate | AdminUserCreate, bcrypt_rounds: int) -> User:
@@ -46,7 +48,7 @@ def get_user(session: Session, user_id: int, actor: User) -> User:
     user = session.get(User, user_id)
     end_step(session)
     if user is None:
-        raise NotFound("User not found")
+        raise NotFound(USER_NOT_FOUND)
     return user
 
 
@@ -85,7 +87,7 @@ def update_user(
     changes = {field: value for field, value in changes.items() if getattr(user, field) != value}
     if not changes:
         return user
-    with _unique_email(session), writing(session):
+    with _unique_email(session), _still_there(session), writing(session):
         if changes.get("is_admin") is False:
             _keep_another_admin(session, user)
         for field, value in changes.items():
@@ -137,6 +139,16 @@ def promote_to_admin(session: Session, user: User, password: str, bcrypt_rounds:
     user.is_admin = True
     session.commit()
     return True
+
+
+@contextmanager
+def _still_there(session: Session) -> Iterator[None]:
+    """A user deleted by another request after this one loaded the row is a 404, not a 500."""
+    try:
+        yield
+    except StaleDataError:
+        session.rollback()
+        raise NotFound(USER_NOT_FOUND) from None
 
 
 @contextmanager

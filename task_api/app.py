@@ -3,7 +3,6 @@ from contextlib import asynccontextmanager
 
 import anyio.to_thread
 from fastapi import Depends, FastAPI
-from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
 
 from task_api.auth.routes import auth_layout
@@ -17,6 +16,7 @@ from task_api.metrics import MetricsMiddleware
 from task_api.middleware import (
     REQUEST_ID_HEADER,
     BodySizeLimitMiddleware,
+    JsonCORSMiddleware,
     RequestContextMiddleware,
     TrailingSlashMiddleware,
 )
@@ -61,7 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(TrailingSlashMiddleware)  # outside the metrics, which then see the route it reaches
     if settings.allowed_origins:
         app.add_middleware(
-            CORSMiddleware,
+            JsonCORSMiddleware,
             allow_origins=sorted(settings.allowed_origins),
             allow_credentials=True,  # the refresh cookie
             allow_methods=["*"],

@@ -1,6 +1,8 @@
-"""The ASGI entry point for servers: `gunicorn task_api.main:app`, `uvicorn task_api.main:app`.
+"""The ASGI entry point for gunicorn: `gunicorn -c gunicorn.conf.py task_api.main:app`.
 
-A server started this way may listen anywhere, so it never signs with a weak key.
+A server started this way may listen anywhere, so it never signs with a weak key. Serve it
+through gunicorn.conf.py (or `python -m task_api serve`): a bare `uvicorn task_api.main:app`
+would parse headers without the bound of task_api/worker.py and trust uvicorn's default proxy.
 """
 
 from task_api.app import create_app

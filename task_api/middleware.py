@@ -5,13 +5,15 @@ import uuid
 
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
-from starlette.responses import JSONResponse
+from starlette.middleware.cors import CORSMiddleware
+from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from task_api.context import STATE_KEY, RequestContext
 from task_api.logs import request_id_var
 
 REQUEST_ID_HEADER = "X-Request-ID"
+BODY_HEADERS = frozenset({"content-type", "content-length"})
 SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 access_log = logging.getLogger("task_api.access")
 
@@ -116,3 +118,15 @@ class BodySizeLimitMiddleware:
 
     def _too_large(self) -> JSONResponse:
         return JSONResponse({"detail": self._detail()}, status_code=413)
+
+
+class JsonCORSMiddleware(CORSMiddleware):
+    """Starlette's CORS, answering preflights like every other answer: a 204 when allowed, a
+    JSON 400 saying what is not."""
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        answer = super().preflight_response(request_headers)
+        headers = {name: value for name, value in answer.headers.items() if name not in BODY_HEADERS}
+        if answer.status_code == 200:
+            return Response(status_code=204, headers=headers)
+        return JSONResponse({"detail": bytes(answer.body).decode()}, status_code=answer.status_code, headers=headers)

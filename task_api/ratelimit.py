@@ -72,10 +72,15 @@ return {count, ttl, alive}
 
 @dataclass
 class Charge:
-    """One check's errand to the storage, and what the storage found."""
+    """One check's errand to the storage, and what the storage found.
+
+    Three kinds of key: `key` is what slowapi's key function returns, which limits makes into
+    a budget's storage key; `instead` is another budget's storage key, made by the limit's
+    `key_for` as slowapi would; `login` is a token store key (auth/tokens.py), used as it is.
+    """
 
     key: str  # whose budget: `user:<id>` or `addr:<address>`
-    instead: str | None = None  # the storage key of the budget spent instead while...
+    instead: str | None = None  # the budget spent instead while...
     login: str | None = None  # ...this key does not exist
     count: int = 0
     reset: int = 0  # when the window ends, in whole seconds since the epoch

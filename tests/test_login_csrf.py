@@ -67,6 +67,9 @@ def test_an_origin_in_cors_origins_may_log_in_by_form_and_read_the_answer(make_a
     with TestClient(make_app(cors_origins=f"{front_end}, https://other.example")) as client:
         allowed = form_login(client, user, Origin=front_end)
         refused = form_login(client, user, Origin=FOREIGN_ORIGIN)
+        refused_preflight = client.options(
+            "/tasks", headers={"Origin": FOREIGN_ORIGIN, "Access-Control-Request-Method": "POST"}
+        )
         preflight = client.options(
             "/tasks",
             headers={
@@ -80,5 +83,8 @@ def test_an_origin_in_cors_origins_may_log_in_by_form_and_read_the_answer(make_a
     assert allowed.headers["access-control-allow-origin"] == front_end
     assert allowed.headers["access-control-allow-credentials"] == "true"
     assert refused.status_code == 403
-    assert preflight.status_code == 200
+    assert preflight.status_code == 204
     assert preflight.headers["access-control-allow-origin"] == front_end
+    assert refused_preflight.status_code == 400
+    assert refused_preflight.headers["content-type"] == "application/json"
+    assert "origin" in refused_preflight.json()["detail"]

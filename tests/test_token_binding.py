@@ -6,7 +6,10 @@ import uuid
 
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import ValidationError
 
+from task_api.auth.tokens import FAMILIES_KEPT, user_families_key
+from task_api.config import Settings
 from tests.conftest import bearer, login
 from tests.factories import AdminFactory, TaskFactory, UserFactory
 from tests.test_auth import assert_unauthorized, claims_of, family_of, refresh, sign
@@ -91,3 +94,36 @@ def test_refreshing_never_extends_a_login_past_its_deadline(short_sessions, db):
     assert_unauthorized(refresh(client, newest["refresh_token"]))
     assert_unauthorized(client.get("/users/me", headers=bearer(newest["access_token"])))
     assert login(client, user.email)["access_token"]  # logging in again starts a new login
+
+
+def test_a_user_whose_id_has_ten_digits_is_served(client, db):
+    user = UserFactory(id=2**31 - 1)  # PostgreSQL's largest integer
+
+    tokens = login(client, user.email)
+
+    assert client.get("/users/me", headers=bearer(tokens["access_token"])).json()["id"] == user.id
+    assert refresh(client, tokens["refresh_token"]).status_code == 200
+
+
+def test_a_login_ending_within_the_access_lifetime_gets_an_access_token_that_ends_with_it(short_sessions, db):
+    tokens = login(short_sessions, UserFactory().email)
+
+    access = claims_of(tokens["access_token"])
+    assert access["exp"] - access["iat"] <= 3
+    assert tokens["expires_in"] <= 3
+
+
+def test_a_login_shorter_than_a_second_is_refused_at_start_up():
+    with pytest.raises(ValidationError, match="session_max_days"):
+        Settings(session_max_days=0.5 / 86400, _env_file=None)
+
+
+def test_a_users_list_of_logins_forgets_the_ended_ones(make_app, db, redis):
+    user = UserFactory()
+    with TestClient(make_app(auth_rate_limit="1000/minute", rate_limit="1000/minute")) as client:
+        for _ in range(FAMILIES_KEPT + 10):
+            client.post("/logout", headers=bearer(login(client, user.email)["access_token"]))
+        live = login(client, user.email)
+
+    assert redis.scard(user_families_key(user.id)) <= FAMILIES_KEPT + 1
+    assert redis.sismember(user_families_key(user.id), claims_of(live["access_token"])["fam"])

@@ -16,19 +16,19 @@ from task_api.errors import Forbidden, Unauthorized
 from task_api.gate import Gate
 from task_api.users.models import User
 
-bearer_token = OAuth2PasswordBearer(tokenUrl="/login", auto_error=False)
-BearerToken = Annotated[str | None, Depends(bearer_token)]
+# Declares the scheme in the OpenAPI schema, so Swagger UI sends the token; the gate reads it.
+oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/login", auto_error=False)
+DeclaredBearer = Annotated[str | None, Depends(oauth2_scheme)]
 
 
-async def authenticate(context: Gate, _: BearerToken) -> Claims:
-    """The claims of the caller's live token (`BearerToken` declares the scheme in the OpenAPI
-    schema, so Swagger UI sends the token)."""
+async def require_caller(context: Gate, _: DeclaredBearer) -> Claims:
+    """The claims of the caller's live token, as the gate found them."""
     if context.caller is None:
         raise Unauthorized(context.refusal)
     return context.caller
 
 
-Caller = Annotated[Claims, Depends(authenticate)]
+Caller = Annotated[Claims, Depends(require_caller)]
 
 
 def current_user(caller: Caller, session: SessionDep) -> User:

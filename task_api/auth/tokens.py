@@ -30,7 +30,11 @@ from redis import Redis
 
 from task_api.config import Settings
 
-USER_ID = re.compile(r"[1-9][0-9]{0,8}")  # a users.id as a string: ASCII digits, within a 32-bit integer
+USER_ID = re.compile(r"[1-9][0-9]{0,9}")  # a users.id as a string: ASCII digits...
+MAX_USER_ID = 2**31 - 1  # ...within PostgreSQL's integer
+
+
+FAMILIES_KEPT = 64  # a user's set of families is pruned of ended ones past this many
 
 
 def family_key(user_id: int | str, family: str) -> str:
@@ -47,14 +51,22 @@ def user_min_version_key(user_id: int | str) -> str:
 
 # KEYS: the family, the user's set of families, the user's lowest live token version.
 # ARGV: refresh jti, the family key's lifetime (ms), family id, the token version the login
-# read, the login's deadline (ms since the epoch), the longest a login lives (ms).
-# A login whose password check read the row before a revocation may not start a family.
+# read, the login's deadline (ms since the epoch), the longest a login lives (ms), the user's
+# family key prefix, how many families the set keeps before it forgets the ended ones.
+# A login whose password check read the row before a revocation may not start a family. The
+# set forgets ended families once it grows past that many, so revoking stays cheap.
 START_FAMILY_SCRIPT = """
 if tonumber(ARGV[4]) < tonumber(redis.call('GET', KEYS[3]) or '0') then
   return 0
 end
 redis.call('SET', KEYS[1], ARGV[1] .. ':' .. ARGV[5], 'PX', ARGV[2])
-redis.call('SADD', KEYS[2], ARGV[3])
+if redis.call('SADD', KEYS[2], ARGV[3]) == 1 and redis.call('SCARD', KEYS[2]) > tonumber(ARGV[8]) then
+  for _, family in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+    if redis.call('EXISTS', ARGV[7] .. family) == 0 then
+      redis.call('SREM', KEYS[2], family)
+    end
+  end
+end
 if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[6]) then
   redis.call('PEXPIRE', KEYS[2], ARGV[6])
 end
@@ -87,9 +99,9 @@ return lifetime
 """
 
 # KEYS: the user's set of families, the user's lowest live token version.
-# ARGV: the user's family key prefix, the new lowest version, TTL in seconds.
+# ARGV: the user's family key prefix, the new lowest version, its lifetime (ms).
 REVOKE_USER_SCRIPT = """
-redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
+redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
 local families = redis.call('SMEMBERS', KEYS[1])
 for _, family in ipairs(families) do
   redis.call('DEL', ARGV[1] .. family)
@@ -181,7 +193,7 @@ class Tokens:
             options={"require": REQUIRED_CLAIMS},
         )
         claims = Claims.model_validate(payload)
-        if not USER_ID.fullmatch(claims.sub):
+        if not USER_ID.fullmatch(claims.sub) or int(claims.sub) > MAX_USER_ID:
             raise jwt.InvalidTokenError("the subject is not a user id")
         return claims
 
@@ -192,7 +204,16 @@ class Tokens:
         lifetime_ms = min(_ms(self.refresh_ttl), session_ms)
         started = self._start_family(
             keys=[family_key(user_id, family), user_families_key(user_id), user_min_version_key(user_id)],
-            args=[jti, lifetime_ms, family, token_version, _now_ms() + session_ms, session_ms],
+            args=[
+                jti,
+                lifetime_ms,
+                family,
+                token_version,
+                _now_ms() + session_ms,
+                session_ms,
+                family_key(user_id, ""),
+                FAMILIES_KEPT,
+            ],
         )
         if not started:
             return None
@@ -229,17 +250,19 @@ class Tokens:
         the user's row (a password check racing a password change) can start a new one."""
         self._revoke_user(
             keys=[user_families_key(user_id), user_min_version_key(user_id)],
-            args=[family_key(user_id, ""), new_version, int(self.session_ttl.total_seconds())],
+            args=[family_key(user_id, ""), new_version, _ms(self.session_ttl)],
         )
 
     def _issue_pair(
         self, user_id: int, token_version: int, family: str, refresh_jti: str, refresh_lifetime: timedelta
     ) -> TokenPair:
+        """The pair of a login whose key lives `refresh_lifetime` more: neither token outlives it."""
         common = {"sub": str(user_id), "fam": family, "ver": token_version}
+        access_lifetime = min(self.access_ttl, refresh_lifetime)
         return TokenPair(
-            access_token=self._encode({**common, "type": TokenType.access, "jti": uuid.uuid4().hex}, self.access_ttl),
+            access_token=self._encode({**common, "type": TokenType.access, "jti": uuid.uuid4().hex}, access_lifetime),
             refresh_token=self._encode({**common, "type": TokenType.refresh, "jti": refresh_jti}, refresh_lifetime),
-            expires_in=int(self.access_ttl.total_seconds()),
+            expires_in=max(int(access_lifetime.total_seconds()), 1),
         )
 
     def _encode(self, claims: dict[str, object], ttl: timedelta) -> str:

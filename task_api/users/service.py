@@ -27,7 +27,7 @@ def create_user(session: Session, data: UserCreate | AdminUserCreate, bcrypt_rou
         is_admin=getattr(data, "is_admin", False),
     )
     session.add(user)
-    with _unique_email(session):
+    with _write_answered(session):
         session.commit()
     return user
 
@@ -87,7 +87,7 @@ def update_user(
     changes = {field: value for field, value in changes.items() if getattr(user, field) != value}
     if not changes:
         return user
-    with _unique_email(session), _still_there(session), writing(session):
+    with _write_answered(session), writing(session):
         if changes.get("is_admin") is False:
             _keep_another_admin(session, user)
         for field, value in changes.items():
@@ -142,19 +142,14 @@ def promote_to_admin(session: Session, user: User, password: str, bcrypt_rounds:
 
 
 @contextmanager
-def _still_there(session: Session) -> Iterator[None]:
-    """A user deleted by another request after this one loaded the row is a 404, not a 500."""
-    try:
-        yield
-    except StaleDataError:
-        session.rollback()
-        raise NotFound(USER_NOT_FOUND) from None
-
-
-@contextmanager
-def _unique_email(session: Session) -> Iterator[None]:
+def _write_answered(session: Session) -> Iterator[None]:
+    """A write's failures that are the client's to hear: an e-mail another account has (409),
+    or a user deleted by another request after this one loaded the row (404)."""
     try:
         yield
     except IntegrityError:
         session.rollback()
         raise Conflict(EMAIL_TAKEN) from None
+    except StaleDataError:
+        session.rollback()
+        raise NotFound(USER_NOT_FOUND) from None

@@ -90,3 +90,18 @@ def test_an_anonymous_request_spends_its_address_budget_in_one_round_trip(counte
     response, redis, sql = counted(lambda client: client.get("/tasks"))
 
     assert (response.status_code, redis, sql) == (401, ADDRESS_BUDGET, 0)
+
+
+def test_a_users_own_edits_cost_a_statement_each_beyond_loading_the_user(counted):
+    """Only a change that could leave no admin takes a transaction (BEGIN, a lock, COMMIT)."""
+    user = UserFactory()
+    headers = bearer(
+        counted.client.post("/login", json={"email": user.email, "password": PASSWORD}).json()["access_token"]
+    )
+    counted(lambda client: client.get("/users/me", headers=headers))
+
+    renamed, _, rename_sql = counted(lambda client: client.patch("/users/me", json={"name": "N"}, headers=headers))
+    deleted, _, delete_sql = counted(lambda client: client.delete("/users/me", headers=headers))
+
+    assert (renamed.status_code, rename_sql) == (200, 2)  # the user's row, the UPDATE
+    assert (deleted.status_code, delete_sql) == (204, 2)  # the user's row, the DELETE

@@ -26,14 +26,13 @@ def create_user(session: Session, data: UserCreate | AdminUserCreate, bcrypt_rou
         password_hash=hash_password(data.password, bcrypt_rounds),
         is_admin=getattr(data, "is_admin", False),
     )
-    session.add(user)
-    with _write_answered(session):
-        session.commit()
+    with _committed(session):
+        session.add(user)
     return user
 
 
 def authenticate(session: Session, email: str, password: str, bcrypt_rounds: int) -> User | None:
-    user = session.scalar(select(User).where(User.email == email))
+    user = get_user_by_email(session, email)
     end_step(session)
     password_hash = user.password_hash if user else None
     return user if verify_password(password, password_hash, bcrypt_rounds) else None
@@ -87,9 +86,7 @@ def update_user(
     changes = {field: value for field, value in changes.items() if getattr(user, field) != value}
     if not changes:
         return user
-    with _write_answered(session), writing(session):
-        if changes.get("is_admin") is False:
-            _keep_another_admin(session, user)
+    with _committed(session, unseating=user if changes.get("is_admin") is False else None):
         for field, value in changes.items():
             setattr(user, field, value)
     if revokes:
@@ -100,9 +97,7 @@ def update_user(
 def delete_user(session: Session, tokens: Tokens, user: User) -> None:
     """Delete the user and their tasks, then, once that has committed, revoke their tokens."""
     user_id, new_version = user.id, user.token_version + 1
-    with writing(session):
-        if user.is_admin:
-            _keep_another_admin(session, user)
+    with _committed(session, unseating=user if user.is_admin else None):
         session.delete(user)
     tokens.revoke_user(user_id, new_version)
 
@@ -110,7 +105,7 @@ def delete_user(session: Session, tokens: Tokens, user: User) -> None:
 def _keep_another_admin(session: Session, user: User) -> None:
     """Refuse to leave no admin once `user` is one no more.
 
-    Every admin's row is locked first (on SQLite the write lock is already held), so two
+    Every admin's row is locked (on SQLite `writing` holds the write lock already), so two
     admins demoting or deleting each other at once cannot both succeed.
     """
     admins = session.scalars(select(User.id).where(User.is_admin).with_for_update()).all()
@@ -142,11 +137,23 @@ def promote_to_admin(session: Session, user: User, password: str, bcrypt_rounds:
 
 
 @contextmanager
-def _write_answered(session: Session) -> Iterator[None]:
-    """A write's failures that are the client's to hear: an e-mail another account has (409),
-    or a user deleted by another request after this one loaded the row (404)."""
+def _committed(session: Session, unseating: User | None = None) -> Iterator[None]:
+    """Commit what the block changes, answering the failures that are the client's to hear: an
+    e-mail another account has (409), a user deleted by another request after this one loaded
+    the row (404).
+
+    A change that is one statement commits as it runs. One `unseating` an admin (a demotion, a
+    deletion) runs in a transaction that first locks every admin's row, so that it can refuse
+    to leave no admin.
+    """
     try:
-        yield
+        if unseating is None:
+            yield
+            session.commit()
+        else:
+            with writing(session):
+                _keep_another_admin(session, unseating)
+                yield
     except IntegrityError:
         session.rollback()
         raise Conflict(EMAIL_TAKEN) from None

@@ -1,7 +1,9 @@
-"""Command line: `python -m task_api serve | migrate [--create-database] | create-admin EMAIL`."""
+"""Command line: `python -m task_api serve | migrate [--create-database] | create-admin EMAIL |
+worker | beat`."""
 
 import argparse
 import getpass
+import logging
 import sys
 
 import uvicorn
@@ -15,6 +17,7 @@ from task_api.config import Settings, load_settings, refuse_weak_key
 from task_api.db import create_db_engine, create_session_factory
 from task_api.errors import Conflict, Forbidden
 from task_api.fields import Email
+from task_api.logs import configure_logging
 from task_api.migrate import create_database, migrate
 from task_api.users import service
 from task_api.users.schemas import AdminUserCreate
@@ -76,6 +79,26 @@ def serve_here(settings: Settings, host: str, port: int) -> None:
     )
 
 
+def run_celery(settings: Settings, command: str) -> None:
+    """A Celery worker or beat with this service's settings and log format; both stop cleanly
+    on SIGTERM (a worker finishes what it holds, and hands back what it has not started)."""
+    if command == "worker" and settings.worker_concurrency > settings.db_pool_size + settings.db_max_overflow:
+        raise SystemExit(
+            "error: WORKER_CONCURRENCY must not exceed DB_POOL_SIZE + DB_MAX_OVERFLOW: "
+            "each of its threads may hold a connection"
+        )
+    configure_logging(settings.effective_log_format, settings.log_level)
+    if settings.log_level != "DEBUG":  # a line per sweep, every second, says nothing the metrics do not
+        for chatty in ("celery.beat", "celery.app.trace", "celery.worker.strategy"):
+            logging.getLogger(chatty).setLevel(logging.WARNING)
+    from task_api.reminders import jobs  # noqa: PLC0415  (Celery is loaded by these two commands alone)
+
+    if command == "worker":
+        jobs.app.worker_main(["worker", f"--loglevel={settings.log_level}", "--without-gossip", "--without-mingle"])
+    else:
+        jobs.app.start(["beat", f"--loglevel={settings.log_level}"])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m task_api")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -90,11 +113,16 @@ def main(argv: list[str] | None = None) -> int:
         "create-admin", help="create an admin, or promote an existing user (password from ADMIN_PASSWORD or a prompt)"
     )
     admin.add_argument("email")
+    commands.add_parser("worker", help="a Celery worker: sweeps for due reminders and mails them (SMTP_URL)")
+    commands.add_parser("beat", help="Celery beat, which starts the sweeps: run exactly one")
     args = parser.parse_args(argv)
 
     settings = load_settings()
     if args.command == "serve":
         refuse_weak_key(settings, args.host)
+    if args.command in {"worker", "beat"}:
+        run_celery(settings, args.command)
+        return 0
     try:
         if args.command == "create-admin":
             password = settings.admin_password.get_secret_value() if settings.admin_password else None

@@ -21,6 +21,7 @@ from task_api.middleware import (
     TrailingSlashMiddleware,
 )
 from task_api.ratelimit import RATE_LIMIT_HEADERS
+from task_api.reminders.embedded import InProcessReminders
 from task_api.runtime import Runtime
 from task_api.tasks.routes import router as tasks_router
 from task_api.users.routes import router as users_router
@@ -34,7 +35,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.threadpool_size
+        reminders = InProcessReminders(runtime.session_factory, settings) if settings.embedded else None
+        if reminders:
+            reminders.start()
         yield
+        if reminders:
+            await anyio.to_thread.run_sync(reminders.stop)
         runtime.close()
 
     app = FastAPIOffline(  # Swagger UI and ReDoc from assets the app serves itself, no CDN

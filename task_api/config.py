@@ -1,5 +1,7 @@
 import ipaddress
+from email.utils import parseaddr
 from typing import Literal
+from urllib.parse import urlsplit
 
 from limits import parse_many
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -17,6 +19,7 @@ PLACEHOLDER_SECRET = "change-me-development-secret-key-not-for-production"
 # Keys anyone can read in this repository: the development default and the one `make docker-check` uses.
 PUBLISHED_SECRETS = frozenset({PLACEHOLDER_SECRET, "docker-check-only-secret-key-not-for-use-anywhere"})
 MIN_SECRET_BYTES = 32
+SMTP_SCHEMES = {"smtp": 25, "smtps": 465}
 MAKE_A_KEY = "python3 -c 'import secrets; print(secrets.token_urlsafe(48))'"
 
 
@@ -66,6 +69,17 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     admin_password: SecretStr | None = None  # read only by `python -m task_api create-admin`
 
+    smtp_url: str | None = None  # where reminders are mailed; None: written to the log instead
+    mail_from: str = "task_api <reminders@localhost>"
+    smtp_timeout: float = Field(default=10, gt=0)  # per step of the SMTP conversation
+    reminder_sweep_seconds: float = Field(default=1, gt=0, le=5)  # how often beat looks for due reminders
+    # how long a claimed reminder stays its worker's; a dead worker's are claimed again after it
+    reminder_lease_seconds: float = Field(default=30, gt=0, le=50)
+    reminder_retry_seconds: float = Field(default=10, gt=0)  # the first wait after a deferral, doubling to 1 h
+    reminder_batch_size: int = Field(default=50, ge=1, le=1000)  # reminders per delivery job
+    worker_concurrency: int = Field(default=4, ge=1)  # threads of `python -m task_api worker`
+    worker_metrics_port: int = Field(default=9001, ge=0, le=65535)  # the worker's /metrics; 0: none
+
     @field_validator("database_url")
     @classmethod
     def _installed_driver(cls, url: str) -> str:
@@ -100,6 +114,21 @@ class Settings(BaseSettings):
             parse_sentinel_url(url)
         return url
 
+    @field_validator("smtp_url")
+    @classmethod
+    def _known_smtp_url(cls, url: str | None) -> str | None:
+        if url is not None and urlsplit(url).scheme not in SMTP_SCHEMES:
+            raise ValueError("must start with smtp:// (STARTTLS when offered) or smtps://")
+        return url
+
+    @field_validator("mail_from")
+    @classmethod
+    def _mail_address(cls, value: str) -> str:
+        _, address = parseaddr(value)
+        if "@" not in address or any(char in value for char in "\r\n"):
+            raise ValueError("must be an address, optionally with a name: Tasks <reminders@example.com>")
+        return value
+
     @model_validator(mode="after")
     def _check(self) -> "Settings":
         for name, limit in (("RATE_LIMIT", self.rate_limit), ("AUTH_RATE_LIMIT", self.auth_rate_limit)):
@@ -112,6 +141,11 @@ class Settings(BaseSettings):
             )
         if self.metrics_port == self.port:
             raise ValueError("METRICS_PORT must differ from PORT: /metrics is kept off the API's port")
+        if self.reminder_lease_seconds < 3 * self.smtp_timeout:
+            raise ValueError(
+                "REMINDER_LEASE_SECONDS must be at least 3 x SMTP_TIMEOUT: a reminder's mail must be sent "
+                "well within its lease, or another worker may claim and send it too"
+            )
         if len(self.secret_key.encode()) < MIN_SECRET_BYTES:
             raise ValueError(f"SECRET_KEY must be at least {MIN_SECRET_BYTES} bytes long: make one with {MAKE_A_KEY}")
         if self.app_env == "production":

@@ -39,6 +39,18 @@ DB_CHECKED_OUT = Gauge(
 )
 RATE_LIMITED = Counter("task_api_rate_limited_total", "Requests refused with a 429, by budget", ["budget"])
 DEPENDENCY_ERRORS = Counter("task_api_dependency_errors_total", "Failed calls to PostgreSQL or Redis", ["dependency"])
+REMINDERS_SENT = Counter("task_api_reminders_sent_total", "Reminder mails the mail server accepted")
+REMINDERS_FAILED = Counter(
+    "task_api_reminders_failed_total",
+    "Reminder mails not sent: deferred (4xx or unreachable, tried again later), refused (5xx, dropped) "
+    "or expired (deferred for a day, dropped)",
+    ["outcome"],
+)
+REMINDER_LAG = Histogram(
+    "task_api_reminder_lag_seconds",
+    "Time from a reminder's remind_at to the mail server accepting it",
+    buckets=(0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0),
+)
 
 
 def exposition(accept: str) -> tuple[bytes, str]:

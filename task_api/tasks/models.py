@@ -39,6 +39,13 @@ class Task(Base):
             )
             for column in ("title", "description")
         ),
+        # the sweep's "armed reminders due by now", oldest first; only armed ones are indexed
+        Index(
+            "ix_tasks_reminder_next_at",
+            "reminder_next_at",
+            postgresql_where=text("reminder_next_at IS NOT NULL"),
+            sqlite_where=text("reminder_next_at IS NOT NULL"),
+        ),
         {"sqlite_autoincrement": True},
     )
 
@@ -59,6 +66,14 @@ class Task(Base):
     updated_at: Mapped[datetime] = mapped_column(
         default=utcnow, onupdate=utcnow, server_default=text("CURRENT_TIMESTAMP")
     )
+
+    remind_at: Mapped[datetime | None]
+    reminded_at: Mapped[datetime | None]  # when the mail server accepted the reminder
+    # The reminder's state, never shown to clients (task_api/reminders/claims.py): when a sweep
+    # should next look at it (null: nothing to send), and how often it has been claimed since
+    # `remind_at` was last set.
+    reminder_next_at: Mapped[datetime | None]
+    reminder_attempt: Mapped[int] = mapped_column(default=0, server_default="0")
 
     owner: Mapped[User] = relationship()
 

@@ -9,7 +9,6 @@ from task_api.errors import error_responses
 from task_api.pagination import MAX_OFFSET
 from task_api.responses import ModelResponse
 from task_api.tasks import service
-from task_api.tasks.models import Task
 from task_api.tasks.schemas import TaskCreate, TaskOut, TaskPage, TaskQuery, TaskReplace, TaskUpdate, etag_of
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
@@ -19,7 +18,7 @@ IfMatch = Annotated[str | None, Header(description="Write only if the task still
 ETAG_HEADER = {"ETag": {"description": "The task's version, for If-Match", "schema": {"type": "string"}}}
 
 
-def _task_response(task: Task | Row[Any], status_code: int = 200, **headers: str) -> ModelResponse:
+def _task_response(task: Row[Any], status_code: int = 200, **headers: str) -> ModelResponse:
     response = ModelResponse(TaskOut.model_validate(task), status_code, headers)
     response.headers["ETag"] = etag_of(response.body)
     return response

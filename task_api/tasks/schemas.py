@@ -12,6 +12,11 @@ from task_api.tasks.models import DESCRIPTION_MAX_LENGTH, TITLE_MAX_LENGTH, Task
 Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=TITLE_MAX_LENGTH), Storable]
 Description = Annotated[str, StringConstraints(max_length=DESCRIPTION_MAX_LENGTH), Storable]
 
+REMIND_AT = (
+    "When to e-mail the owner a reminder (not before the server's clock, unless unchanged); "
+    "null: no reminder. Moving it sends the reminder again at the new time."
+)
+
 TaskSort = Literal["created_at", "-created_at", "due_date", "-due_date", "priority", "-priority", "title", "-title"]
 
 
@@ -34,6 +39,7 @@ class TaskCreate(InputModel):
     status: TaskStatus = TaskStatus.new
     priority: TaskPriority = TaskPriority.medium
     due_date: Instant | None = None
+    remind_at: Instant | None = Field(default=None, description=REMIND_AT)
 
 
 class TaskReplace(TaskCreate):
@@ -49,6 +55,7 @@ class TaskUpdate(InputModel):
     status: TaskStatus = Field(default=None)  # type: ignore[assignment]
     priority: TaskPriority = Field(default=None)  # type: ignore[assignment]
     due_date: Instant | None = None
+    remind_at: Instant | None = Field(default=None, description=REMIND_AT)
 
 
 class TaskOut(BaseModel):
@@ -63,6 +70,11 @@ class TaskOut(BaseModel):
     owner_id: int
     created_at: datetime
     updated_at: datetime
+    remind_at: datetime | None = Field(description=REMIND_AT)
+    reminded_at: datetime | None = Field(
+        description="When the mail server accepted the reminder; null until then",
+        json_schema_extra={"readOnly": True},
+    )
 
     @property
     def etag(self) -> str:

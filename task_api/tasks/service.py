@@ -12,11 +12,13 @@ from typing import Any
 
 from sqlalchemy import (
     BindParameter,
+    ColumnElement,
     Integer,
     Row,
     ScalarSelect,
     Select,
     Update,
+    and_,
     bindparam,
     case,
     delete,
@@ -31,8 +33,8 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.base import ReadOnlyColumnCollection
 
 from task_api.db import end_step, utcnow, writing
-from task_api.errors import NotFound, PreconditionFailed, Unauthorized
-from task_api.tasks.models import Task, TaskCount, TaskPriority
+from task_api.errors import InvalidField, NotFound, PreconditionFailed, Unauthorized
+from task_api.tasks.models import Task, TaskCount, TaskPriority, TaskStatus
 from task_api.tasks.schemas import TaskCreate, TaskOut, TaskQuery
 
 TASK_NOT_FOUND = "Task not found"
@@ -43,20 +45,30 @@ PRIORITY_RANKS = {TaskPriority.low: 0, TaskPriority.medium: 1, TaskPriority.high
 # The filters of TaskQuery, each bound under its own name (`q` as a LIKE pattern).
 FILTERS = ("status", "priority", "q", "due_before", "due_after")
 
-TASK_COLUMNS = tuple(TASKS.columns)
+# what the sweep keeps of each reminder (task_api/reminders/claims.py); never answered
+REMINDER_STATE = frozenset({"reminder_next_at", "reminder_attempt"})
+TASK_COLUMNS = tuple(column for column in TASKS.columns if column.name not in REMINDER_STATE)
 TASK_FIELDS = tuple(column.name for column in TASK_COLUMNS)
 IS_OWNED = (TASKS.c.id == bindparam("task_id"), TASKS.c.owner_id == bindparam("owner"))
-# Reads and one-statement writes work on plain rows: the response is built from them, and
-# loading ORM objects only added work. The If-Match update locks and changes an ORM object.
+# Reads and writes work on plain rows: the response is built from them, and loading ORM
+# objects only added work.
 OWNED_TASK = select(*TASK_COLUMNS).where(*IS_OWNED)
-OWNED_TASK_FOR_UPDATE = select(Task).where(*IS_OWNED).with_for_update()
-INSERT_TASK = insert(TASKS).returning(*TASK_COLUMNS)
+OWNED_TASK_FOR_UPDATE = OWNED_TASK.with_for_update()
+# a new task's reminder is armed for its `remind_at` (`arm_at`: a bound value may not share a column's name)
+INSERT_TASK = insert(TASKS).values(reminder_next_at=bindparam("arm_at")).returning(*TASK_COLUMNS)
 DELETE_OWNED_TASK = delete(TASKS).where(*IS_OWNED).returning(TASKS.c.id)
+NOW = bindparam("now", type_=TASKS.c.remind_at.type)
+NEW_REMIND_AT = bindparam("new_remind_at", type_=TASKS.c.remind_at.type)
+NEW_STATUS = bindparam("new_status", type_=TASKS.c.status.type)
+IN_THE_PAST = "must not be before the server's clock, unless it is the value the task already has"
 
 
 def create_task(session: Session, owner_id: int, data: TaskCreate) -> Row[Any]:
+    if data.remind_at is not None and data.remind_at < utcnow():
+        raise InvalidField("remind_at", IN_THE_PAST)
+    values = {"owner_id": owner_id, "arm_at": data.remind_at, **data.model_dump()}
     try:
-        task = session.execute(INSERT_TASK, {"owner_id": owner_id, **data.model_dump()}).one()
+        task = session.execute(INSERT_TASK, values).one()
     except IntegrityError:
         # the owner was deleted after their token was checked: the token is dead now
         session.rollback()
@@ -154,46 +166,81 @@ def _counts_rows(filtered_by: frozenset[str]) -> bool:
 
 def update_task(
     session: Session, owner_id: int, task_id: int, changes: dict[str, Any], if_match: str | None
-) -> Task | Row[Any]:
+) -> Row[Any]:
     """Apply `changes`; with `If-Match`, only to the version the client last saw.
 
     Without If-Match the write is one UPDATE ... RETURNING. With it, the row is locked while
-    its ETag is compared and it is written, so no concurrent write can slip in between.
+    its ETag is compared and it is written, so no concurrent write can slip in between. A
+    `remind_at` before the clock is written only over that same value, checked by the UPDATE
+    itself, so no concurrent move can slip in between either.
     """
+    now = utcnow()
+    past_reminder = changes.get("remind_at") is not None and changes["remind_at"] < now
+    if if_match is None and not changes:
+        return get_task(session, owner_id, task_id)
+    values = {f"new_{field}": value for field, value in changes.items()}
+    values |= {"new_updated_at": now, "now": now, "task_id": task_id, "owner": owner_id}
+    statement = _update_statement(frozenset(changes), past_reminder)
     if if_match is None:
-        if not changes:
-            return get_task(session, owner_id, task_id)
-        values = {f"new_{field}": value for field, value in changes.items()}
-        updated = session.execute(
-            _update_statement(frozenset(changes)),
-            {**values, "new_updated_at": utcnow(), "task_id": task_id, "owner": owner_id},
-        ).one_or_none()
+        updated = session.execute(statement, values).one_or_none()
+        if updated is None and past_reminder:
+            get_task(session, owner_id, task_id)  # a 404 if the task is missing; else the time was refused
+            raise InvalidField("remind_at", IN_THE_PAST)
         end_step(session)
         if updated is None:
             raise NotFound(TASK_NOT_FOUND)
         return updated
     with writing(session):
-        task = session.scalar(OWNED_TASK_FOR_UPDATE, {"task_id": task_id, "owner": owner_id})
+        task = session.execute(OWNED_TASK_FOR_UPDATE, {"task_id": task_id, "owner": owner_id}).one_or_none()
         if task is None:
             raise NotFound(TASK_NOT_FOUND)
         if not etag_matches(if_match, TaskOut.model_validate(task).etag):
             raise PreconditionFailed("The task has changed since the given ETag")
-        for field, value in changes.items():
-            setattr(task, field, value)
-    return task
+        updated = session.execute(statement, values).one_or_none() if changes else task
+        if updated is None:
+            raise InvalidField("remind_at", IN_THE_PAST)
+    return updated
 
 
 @functools.cache
-def _update_statement(fields: frozenset[str]) -> Update:
+def _update_statement(fields: frozenset[str], past_reminder: bool = False) -> Update:
     """UPDATE ... RETURNING of the given fields and `updated_at`, bound as `new_<field>` (a bound
-    value named after its column would be taken for that column's new value)."""
+    value named after its column would be taken for that column's new value), with the
+    reminder's state kept in step; a `past_reminder` is written only over itself."""
     columns = sorted(fields | {"updated_at"})
-    return (
+    statement = (
         update(TASKS)
         .where(*IS_OWNED)
-        .values({column: bindparam(f"new_{column}") for column in columns})
+        .values({column: bindparam(f"new_{column}") for column in columns} | _reminder_state(fields))
         .returning(*TASK_COLUMNS)
     )
+    return statement.where(TASKS.c.remind_at == NEW_REMIND_AT) if past_reminder else statement
+
+
+def _reminder_state(fields: frozenset[str]) -> dict[str, ColumnElement[Any]]:
+    """How a write moves the reminder (API.md, Reminders).
+
+    A new `remind_at` arms it afresh: due then, not yet sent, no claim counted. The same
+    `remind_at` again leaves it as it was, except that re-opening a completed task whose
+    reminder time has passed disarms it: at that time the task was done, so nothing is sent.
+    A completed task keeps its reminder armed; the sweep drops it when it falls due.
+    """
+    armed: ColumnElement[Any] = TASKS.c.reminder_next_at
+    if "status" in fields:
+        reopened_late = and_(
+            TASKS.c.status == TaskStatus.completed,
+            NEW_STATUS.is_distinct_from(TaskStatus.completed),
+            TASKS.c.remind_at <= NOW,
+        )
+        armed = case((reopened_late, None), else_=TASKS.c.reminder_next_at)
+    if "remind_at" not in fields:
+        return {"reminder_next_at": armed} if "status" in fields else {}
+    kept = TASKS.c.remind_at.is_not_distinct_from(NEW_REMIND_AT)
+    return {
+        "reminder_next_at": case((kept, armed), else_=NEW_REMIND_AT),
+        "reminded_at": case((kept, TASKS.c.reminded_at), else_=None),
+        "reminder_attempt": case((kept, TASKS.c.reminder_attempt), else_=0),
+    }
 
 
 def delete_task(session: Session, owner_id: int, task_id: int) -> None:

@@ -1,0 +1,94 @@
+"""Sending claimed reminders: the same steps under Celery and in the embedded default's thread."""
+
+import logging
+import time
+from datetime import datetime, timedelta
+
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session, sessionmaker
+
+from task_api.config import Settings
+from task_api.db import utcnow
+from task_api.metrics import REMINDER_LAG, REMINDERS_FAILED, REMINDERS_SENT
+from task_api.reminders import claims
+from task_api.reminders.claims import Claim
+from task_api.reminders.mail import MailDeferred, Mailer, MailRefused, reminder_message
+
+logger = logging.getLogger(__name__)
+
+LONGEST_RETRY = timedelta(hours=1)
+GIVE_UP_AFTER = timedelta(days=1)  # a reminder deferred this long after its time is dropped
+RECORD_RETRY_SECONDS = 0.5
+
+
+def sweep(session_factory: sessionmaker[Session], settings: Settings) -> list[list[Claim]]:
+    """Claim every reminder due by now, in batches of REMINDER_BATCH_SIZE."""
+    lease = timedelta(seconds=settings.reminder_lease_seconds)
+    batches = []
+    with session_factory() as session:
+        while batch := claims.claim_due(session, lease, settings.reminder_batch_size):
+            batches.append(batch)
+    return batches
+
+
+def deliver(batch: list[Claim], session_factory: sessionmaker[Session], mailer: Mailer, settings: Settings) -> None:
+    """Mail each reminder whose claim still holds, over one connection, and record the outcome.
+
+    A deferral (4xx, unreachable) waits REMINDER_RETRY_SECONDS, doubling per claim up to an
+    hour, and is dropped a day after `remind_at`; a refusal (5xx) is dropped at once. Neither
+    raises: the worker goes on with the next reminder.
+    """
+    lease = timedelta(seconds=settings.reminder_lease_seconds)
+    with mailer.connect() as send:
+        for claim in batch:
+            held_until = time.monotonic() + lease.total_seconds()  # no sooner than the renewed lease ends
+            with session_factory() as session:
+                reminder = claims.begin_delivery(session, claim, lease)
+            if reminder is None:
+                continue
+            try:
+                send(reminder_message(reminder, settings.mail_from))
+            except MailDeferred as exc:
+                _defer(session_factory, claim, settings, str(exc))
+                continue
+            except MailRefused as exc:
+                logger.error("reminder for task %s refused by the mail server, dropped: %s", claim.task_id, exc)
+                REMINDERS_FAILED.labels("refused").inc()
+                with session_factory() as session:
+                    claims.give_up(session, claim)
+                continue
+            sent_at = utcnow()
+            REMINDERS_SENT.inc()
+            REMINDER_LAG.observe((sent_at - claim.remind_at).total_seconds())
+            logger.info("reminder for task %s sent", claim.task_id)
+            _record_sent(session_factory, claim, sent_at, deadline=held_until - RECORD_RETRY_SECONDS)
+
+
+def _record_sent(session_factory: sessionmaker[Session], claim: Claim, sent_at: datetime, deadline: float) -> None:
+    """Record a sent reminder, retrying through a database outage while the claim's lease holds;
+    past that another worker may send it again (the one duplicate API.md allows)."""
+    while True:
+        try:
+            with session_factory() as session:
+                claims.record_sent(session, claim, sent_at)
+            return
+        except DBAPIError as exc:
+            if time.monotonic() > deadline:
+                logger.error("reminder for task %s sent but not recorded; it may be sent again: %s", claim.task_id, exc)
+                return
+            time.sleep(RECORD_RETRY_SECONDS)
+
+
+def _defer(session_factory: sessionmaker[Session], claim: Claim, settings: Settings, reason: str) -> None:
+    now = utcnow()
+    if now - claim.remind_at > GIVE_UP_AFTER:
+        logger.error("reminder for task %s deferred for a day, dropped: %s", claim.task_id, reason)
+        REMINDERS_FAILED.labels("expired").inc()
+        with session_factory() as session:
+            claims.give_up(session, claim)
+        return
+    wait = min(timedelta(seconds=settings.reminder_retry_seconds * 2 ** (claim.attempt - 1)), LONGEST_RETRY)
+    logger.warning("reminder for task %s deferred, trying again in %s: %s", claim.task_id, wait, reason)
+    REMINDERS_FAILED.labels("deferred").inc()
+    with session_factory() as session:
+        claims.retry_later(session, claim, now + wait)

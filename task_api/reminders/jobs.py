@@ -1,0 +1,164 @@
+"""Reminders on Celery: beat starts a sweep every REMINDER_SWEEP_SECONDS, a worker claims what
+is due (task_api/reminders/claims.py) and queues it in batches, and workers deliver them.
+
+The broker only carries work PostgreSQL can hand out again, so losing a message loses nothing:
+a delivery acknowledged late, restored after a dead worker, or flushed with Redis is claimed
+again once its lease runs out. Nothing is scheduled as a far-future ETA (on a Redis broker one
+past the visibility timeout is delivered twice: celery #2599, #3270, kombu #337), and the queue
+is bound to the default exchange, which routes by the queue's name alone: a publish after
+FLUSHALL lands in the queue, where kombu's routing table (`_kombu.binding.*`, flushed too)
+would send it to its dead-letter queue.
+
+`celery -A task_api.reminders.jobs` works as usual; `python -m task_api worker` and
+`python -m task_api beat` start the two with this service's settings and logging.
+"""
+
+import functools
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from celery import Celery, beat, signals
+from kombu import Exchange, Queue
+from prometheus_client import REGISTRY, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from task_api import models  # noqa: F401  (maps every table)
+from task_api.config import Settings, load_settings
+from task_api.db import create_db_engine, create_session_factory
+from task_api.reminders import claims, delivery
+from task_api.reminders.claims import Claim
+from task_api.reminders.mail import LogMailer, Mailer, mailer_for
+from task_api.sentinel import SENTINEL_SCHEME, parse_sentinel_url
+
+logger = logging.getLogger(__name__)
+
+QUEUE = "task_api.reminders"
+SWEEP = "task_api.reminders.sweep"
+DELIVER = "task_api.reminders.deliver"
+# A message unacknowledged this long is handed out again. Deliveries take seconds, and one
+# handed out twice finds its claim overtaken and sends nothing.
+VISIBILITY_TIMEOUT = 300
+BEAT_HEARTBEAT = Path("/tmp/task_api-beat.alive")  # noqa: S108  (touched every tick: the chart's liveness probe)
+
+
+def broker(settings: Settings) -> tuple[str, dict[str, Any]]:
+    """REDIS_URL as Celery's broker URL and transport options (Sentinel: kombu's own form)."""
+    if settings.redis_url is None:
+        raise SystemExit(
+            "error: reminders on Celery need REDIS_URL (their broker); the embedded default "
+            "sends them inside `python -m task_api serve`"
+        )
+    if not settings.redis_url.startswith(f"{SENTINEL_SCHEME}://"):
+        return settings.redis_url, {}
+    target = parse_sentinel_url(settings.redis_url)
+    credentials = f"{target.username or ''}:{target.password}@" if target.password else ""
+    url = ";".join(f"sentinel://{credentials}[{host}]:{port}/{target.db}" for host, port in target.sentinels)
+    options: dict[str, Any] = {"master_name": target.service}
+    if target.sentinel_options:
+        options["sentinel_kwargs"] = {
+            name.removeprefix("sentinel_"): value for name, value in target.sentinel_options.items()
+        }
+    return url, options
+
+
+def create_celery(settings: Settings) -> Celery:
+    url, transport_options = broker(settings)
+    app = Celery("task_api", set_as_current=False)
+    app.conf.update(
+        broker_url=url,
+        broker_transport_options={
+            "visibility_timeout": VISIBILITY_TIMEOUT,
+            "socket_timeout": settings.redis_socket_timeout,
+            "socket_connect_timeout": settings.redis_socket_timeout,
+            "health_check_interval": 30,
+            **transport_options,
+        },
+        broker_connection_retry_on_startup=True,
+        task_queues=[Queue(QUEUE, Exchange(""), routing_key=QUEUE)],
+        task_default_queue=QUEUE,
+        task_default_exchange="",
+        task_default_routing_key=QUEUE,
+        task_ignore_result=True,
+        task_acks_late=True,  # a delivery's message goes only once the delivery has run
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        worker_pool="threads",
+        worker_concurrency=settings.worker_concurrency,
+        worker_hijack_root_logger=False,  # the service's own log format (task_api/logs.py)
+        beat_scheduler="task_api.reminders.jobs:HeartbeatScheduler",
+        beat_schedule={
+            "sweep reminders": {
+                "task": SWEEP,
+                "schedule": settings.reminder_sweep_seconds,
+                # a sweep that waited longer than this is stale: the next one is on its way
+                "options": {"expires": max(settings.reminder_sweep_seconds * 5, 5)},
+            }
+        },
+    )
+    return app
+
+
+app = create_celery(load_settings())
+
+
+@functools.cache
+def _worker() -> tuple[Settings, Engine, sessionmaker[Session], Mailer]:
+    """What this worker process delivers with: one engine and one mail server for its threads."""
+    settings = load_settings()
+    engine = create_db_engine(settings)
+    mailer: Mailer = mailer_for(settings)
+    return settings, engine, create_session_factory(engine), mailer
+
+
+@app.task(name=SWEEP, acks_late=False)  # a lost sweep loses nothing: the next one claims the same
+def sweep() -> None:
+    settings, _, session_factory, _ = _worker()
+    for batch in delivery.sweep(session_factory, settings):
+        deliver.delay([claim.as_message() for claim in batch])
+
+
+@app.task(name=DELIVER)
+def deliver(batch: list[list[Any]]) -> None:
+    settings, _, session_factory, mailer = _worker()
+    delivery.deliver([Claim.from_message(message) for message in batch], session_factory, mailer, settings)
+
+
+class PendingReminders(Collector):
+    """`task_api_reminders_pending`, counted in the database at each scrape."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        try:
+            pending = claims.count_pending(self.engine)
+        except SQLAlchemyError:
+            logger.warning("could not count pending reminders for /metrics", exc_info=True)
+            return
+        yield GaugeMetricFamily("task_api_reminders_pending", "Reminders armed and not yet sent", value=pending)
+
+
+@signals.worker_init.connect
+def _serve_metrics(**__: object) -> None:
+    settings, engine, _, mailer = _worker()
+    if isinstance(mailer, LogMailer):
+        logger.warning("SMTP_URL is not set: reminders are written to the log, not mailed")
+    if settings.worker_metrics_port:
+        REGISTRY.register(PendingReminders(engine))
+        start_http_server(settings.worker_metrics_port, addr=settings.metrics_host)
+
+
+class HeartbeatScheduler(beat.Scheduler):
+    """Celery's scheduler, kept in memory (the sweep's schedule needs no memory of earlier
+    runs), touching BEAT_HEARTBEAT at every tick for a liveness probe."""
+
+    def tick(self, *args: Any, **kwargs: Any) -> float:
+        BEAT_HEARTBEAT.touch()
+        interval: float = super().tick(*args, **kwargs)
+        return interval

@@ -1,0 +1,145 @@
+"""A reminder as an e-mail, and the two ways it leaves: an SMTP server, or the log."""
+
+import logging
+import smtplib
+import ssl
+import unicodedata
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, suppress
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import formatdate, parseaddr
+from typing import Protocol
+from urllib.parse import unquote, urlsplit
+
+from task_api.config import SMTP_SCHEMES, Settings
+from task_api.reminders.claims import Reminder
+
+logger = logging.getLogger(__name__)
+
+DESCRIPTION_SHOWN = 500  # characters of the description a reminder quotes
+SUBJECT_DROPPED = frozenset({"Cc", "Zl", "Zp"})  # control characters and line breaks
+
+
+class MailDeferred(Exception):
+    """The mail server refused for now (4xx) or could not be reached: try again later."""
+
+
+class MailRefused(Exception):
+    """The mail server refused for good (5xx)."""
+
+
+Send = Callable[[EmailMessage], None]
+
+
+class Mailer(Protocol):
+    def connect(self) -> AbstractContextManager[Send]:
+        """A sender for a batch of messages, over one connection where there is one."""
+
+
+def mailer_for(settings: Settings) -> Mailer:
+    """SMTP_URL's server, or the log when there is none."""
+    return SmtpMailer(settings.smtp_url, settings.smtp_timeout) if settings.smtp_url else LogMailer()
+
+
+def reminder_message(reminder: Reminder, mail_from: str) -> EmailMessage:
+    """The mail for one reminder; its Message-ID names the reminder (task and `remind_at`), so
+    the rare second copy after a crash is recognisably the same message."""
+    display_name, address = parseaddr(mail_from)
+    domain = address.rpartition("@")[2] or "localhost"
+    claim = reminder.claim
+    title = "".join(char for char in reminder.title if unicodedata.category(char) not in SUBJECT_DROPPED)
+    message = EmailMessage()
+    message["Subject"] = f"Reminder: {title}"
+    message["From"] = Address(display_name, addr_spec=address) if display_name else address
+    message["To"] = reminder.email
+    message["Date"] = formatdate(usegmt=True)
+    message["Message-ID"] = f"<reminder.{claim.task_id}.{int(claim.remind_at.timestamp() * 1_000_000)}@{domain}>"
+    lines = [f"Reminder: {reminder.title}", ""]
+    if reminder.due_date is not None:
+        lines += [f"Due: {reminder.due_date.isoformat()}", ""]
+    if reminder.description:
+        shown = reminder.description[:DESCRIPTION_SHOWN]
+        lines.append(shown + ("…" if len(reminder.description) > DESCRIPTION_SHOWN else ""))
+    message.set_content("\n".join(lines) + "\n")
+    return message
+
+
+class LogMailer:
+    """The embedded default's mail: a log line per reminder, naming its task's title."""
+
+    @contextmanager
+    def connect(self) -> Iterator[Send]:
+        yield self._log
+
+    @staticmethod
+    def _log(message: EmailMessage) -> None:
+        logger.info("reminder for %s: %s (Message-ID %s)", message["To"], message["Subject"], message["Message-ID"])
+
+
+class SmtpMailer:
+    """SMTP_URL's server: `smtp://` upgraded with STARTTLS when the server offers it, `smtps://`
+    in TLS from the start, with the URL's user and password when it has them."""
+
+    def __init__(self, url: str, timeout: float) -> None:
+        parts = urlsplit(url)
+        self.tls = parts.scheme == "smtps"
+        self.host = parts.hostname or "localhost"
+        self.port = parts.port or SMTP_SCHEMES[parts.scheme]
+        self.username = unquote(parts.username) if parts.username else None
+        self.password = unquote(parts.password or "")
+        self.timeout = timeout
+
+    @contextmanager
+    def connect(self) -> Iterator[Send]:
+        connection: smtplib.SMTP | None = None
+
+        def send(message: EmailMessage) -> None:
+            nonlocal connection
+            try:
+                connection = connection or self._open()
+                connection.send_message(message)
+            except smtplib.SMTPRecipientsRefused as exc:
+                codes = [code for code, _ in exc.recipients.values()]
+                raise (MailDeferred if all(400 <= code < 500 for code in codes) else MailRefused)(str(codes)) from None
+            except smtplib.SMTPResponseException as exc:
+                # an authentication failure is the operator's to fix: the reminder waits for it
+                if exc.smtp_code >= 500 and not isinstance(exc, smtplib.SMTPAuthenticationError):
+                    raise MailRefused(f"{exc.smtp_code} {exc.smtp_error!r}") from None
+                _close(connection)
+                connection = None
+                raise MailDeferred(f"{exc.smtp_code} {exc.smtp_error!r}") from None
+            except smtplib.SMTPNotSupportedError as exc:  # e.g. an address only SMTPUTF8 can carry
+                raise MailRefused(str(exc)) from None
+            except (OSError, smtplib.SMTPException) as exc:  # unreachable, timed out, disconnected, TLS
+                _close(connection)
+                connection = None
+                raise MailDeferred(f"{type(exc).__name__}: {exc}") from None
+
+        try:
+            yield send
+        finally:
+            if connection is not None:
+                with suppress(OSError, smtplib.SMTPException):
+                    connection.quit()
+
+    def _open(self) -> smtplib.SMTP:
+        context = ssl.create_default_context()
+        if self.tls:
+            connection: smtplib.SMTP = smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout, context=context)
+        else:
+            connection = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+        connection.ehlo()
+        if not self.tls and connection.has_extn("starttls"):
+            connection.starttls(context=context)
+            connection.ehlo()
+        if self.username:
+            connection.login(self.username, self.password)
+        return connection
+
+
+def _close(connection: smtplib.SMTP | None) -> None:
+    """Drop a connection after a failure; the next message opens a new one."""
+    if connection is not None:
+        with suppress(OSError, smtplib.SMTPException):
+            connection.close()

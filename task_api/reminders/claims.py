@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Engine, and_, bindparam, case, func, select, update
+from sqlalchemy import Engine, and_, bindparam, case, func, select, update
 from sqlalchemy.orm import Session
 
 from task_api.db import utcnow
@@ -88,35 +88,32 @@ CLAIM_DUE = (
 )
 
 
-def _holding(claim_still_newest: ColumnElement[bool], *more: ColumnElement[bool]) -> ColumnElement[bool]:
-    return and_(claim_still_newest, TASKS.c.reminded_at.is_(None), TASKS.c.reminder_next_at.is_not(None), *more)
-
-
-IS_CLAIMED = and_(
+# the claim (task id, remind_at, claim number) is still the newest, and the reminder still armed and unsent
+HELD = and_(
     TASKS.c.id == bindparam("claimed_id"),
     TASKS.c.remind_at == bindparam("claimed_remind_at", type_=WHEN),
     TASKS.c.reminder_attempt == bindparam("claimed_attempt"),
+    TASKS.c.reminded_at.is_(None),
+    TASKS.c.reminder_next_at.is_not(None),
 )
 OWNER_EMAIL = select(USERS.c.email).where(USERS.c.id == TASKS.c.owner_id).scalar_subquery()
 BEGIN_DELIVERY = (
     update(TASKS)
-    .where(_holding(IS_CLAIMED, TASKS.c.status != TaskStatus.completed))
+    # never early, whatever a message says: the broker is not trusted with the time
+    .where(HELD, TASKS.c.status != TaskStatus.completed, TASKS.c.remind_at <= bindparam("now", type_=WHEN))
     .values(reminder_next_at=bindparam("lease_until", type_=WHEN), **UNCHANGED_UPDATED_AT)
     .returning(TASKS.c.title, TASKS.c.description, TASKS.c.due_date, OWNER_EMAIL)
 )
 RECORD_SENT = (
     update(TASKS)
-    .where(_holding(IS_CLAIMED))
+    .where(HELD)
     .values(reminded_at=bindparam("sent_at", type_=WHEN), reminder_next_at=None, **UNCHANGED_UPDATED_AT)
     .returning(TASKS.c.id)
 )
 RETRY_LATER = (
-    update(TASKS)
-    .where(_holding(IS_CLAIMED))
-    .values(reminder_next_at=bindparam("retry_at", type_=WHEN), **UNCHANGED_UPDATED_AT)
-    .returning(TASKS.c.id)
+    update(TASKS).where(HELD).values(reminder_next_at=bindparam("retry_at", type_=WHEN), **UNCHANGED_UPDATED_AT)
 )
-GIVE_UP = update(TASKS).where(_holding(IS_CLAIMED)).values(reminder_next_at=None, **UNCHANGED_UPDATED_AT)
+GIVE_UP = update(TASKS).where(HELD).values(reminder_next_at=None, **UNCHANGED_UPDATED_AT)
 PENDING = select(func.count()).select_from(TASKS).where(TASKS.c.reminder_next_at.is_not(None))
 
 
@@ -132,7 +129,8 @@ def claim_due(session: Session, lease: timedelta, limit: int) -> list[Claim]:
 def begin_delivery(session: Session, claim: Claim, lease: timedelta) -> Reminder | None:
     """Renew the claim's lease for the time its mail takes, and read what the mail says;
     None if the claim was overtaken or the reminder cancelled."""
-    row = session.execute(BEGIN_DELIVERY, {**claim.values, "lease_until": utcnow() + lease}).one_or_none()
+    now = utcnow()
+    row = session.execute(BEGIN_DELIVERY, {**claim.values, "now": now, "lease_until": now + lease}).one_or_none()
     session.commit()
     if row is None:
         return None

@@ -2,6 +2,7 @@
 
 import logging
 import time
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 
 from sqlalchemy.exc import DBAPIError
@@ -12,7 +13,7 @@ from task_api.db import utcnow
 from task_api.metrics import REMINDER_LAG, REMINDERS_FAILED, REMINDERS_SENT
 from task_api.reminders import claims
 from task_api.reminders.claims import Claim
-from task_api.reminders.mail import MailDeferred, Mailer, MailRefused, reminder_message
+from task_api.reminders.mail import MailDeferred, Mailer, MailRefused, MailServerUnavailable, reminder_message
 
 logger = logging.getLogger(__name__)
 
@@ -21,14 +22,17 @@ GIVE_UP_AFTER = timedelta(days=1)  # a reminder deferred this long after its tim
 RECORD_RETRY_SECONDS = 0.5
 
 
-def sweep(session_factory: sessionmaker[Session], settings: Settings) -> list[list[Claim]]:
-    """Claim every reminder due by now, in batches of REMINDER_BATCH_SIZE."""
+def claim_batches(session_factory: sessionmaker[Session], settings: Settings, most: int) -> Iterator[list[Claim]]:
+    """Claim reminders due by now, a batch of REMINDER_BATCH_SIZE at a time and at most `most`
+    batches, each only when the caller asks for it: a claim's lease starts when it is made, so
+    none is made long before its delivery can begin."""
     lease = timedelta(seconds=settings.reminder_lease_seconds)
-    batches = []
     with session_factory() as session:
-        while batch := claims.claim_due(session, lease, settings.reminder_batch_size):
-            batches.append(batch)
-    return batches
+        for _ in range(most):
+            batch = claims.claim_due(session, lease, settings.reminder_batch_size)
+            if not batch:
+                return
+            yield batch
 
 
 def deliver(batch: list[Claim], session_factory: sessionmaker[Session], mailer: Mailer, settings: Settings) -> None:
@@ -36,11 +40,12 @@ def deliver(batch: list[Claim], session_factory: sessionmaker[Session], mailer: 
 
     A deferral (4xx, unreachable) waits REMINDER_RETRY_SECONDS, doubling per claim up to an
     hour, and is dropped a day after `remind_at`; a refusal (5xx) is dropped at once. Neither
-    raises: the worker goes on with the next reminder.
+    raises: the worker goes on with the next reminder, unless the server itself is out of
+    reach, when the rest of the batch is deferred without waiting for it once per mail.
     """
     lease = timedelta(seconds=settings.reminder_lease_seconds)
     with mailer.connect() as send:
-        for claim in batch:
+        for index, claim in enumerate(batch):
             held_until = time.monotonic() + lease.total_seconds()  # no sooner than the renewed lease ends
             with session_factory() as session:
                 reminder = claims.begin_delivery(session, claim, lease)
@@ -49,7 +54,10 @@ def deliver(batch: list[Claim], session_factory: sessionmaker[Session], mailer: 
             try:
                 send(reminder_message(reminder, settings.mail_from))
             except MailDeferred as exc:
-                _defer(session_factory, claim, settings, str(exc))
+                for deferred in batch[index:] if isinstance(exc, MailServerUnavailable) else [claim]:
+                    _defer(session_factory, deferred, settings, str(exc))
+                if isinstance(exc, MailServerUnavailable):
+                    return
                 continue
             except MailRefused as exc:
                 logger.error("reminder for task %s refused by the mail server, dropped: %s", claim.task_id, exc)

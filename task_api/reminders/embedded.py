@@ -11,6 +11,8 @@ from task_api.reminders.mail import Mailer, mailer_for
 
 logger = logging.getLogger(__name__)
 
+UNLIMITED = 1_000_000  # batches per sweep: each is claimed only once the one before has been sent
+
 
 class InProcessReminders:
     """Sweeps every REMINDER_SWEEP_SECONDS and delivers what it claimed to the log (or to
@@ -34,7 +36,7 @@ class InProcessReminders:
     def _run(self) -> None:
         while not self._stopped.wait(self.settings.reminder_sweep_seconds):
             try:
-                for batch in delivery.sweep(self.session_factory, self.settings):
+                for batch in delivery.claim_batches(self.session_factory, self.settings, most=UNLIMITED):
                     delivery.deliver(batch, self.session_factory, self.mailer, self.settings)
             except Exception:
                 logger.exception("the reminders' sweep failed; the next one tries again")

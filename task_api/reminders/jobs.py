@@ -44,6 +44,8 @@ DELIVER = "task_api.reminders.deliver"
 # A message unacknowledged this long is handed out again. Deliveries take seconds, and one
 # handed out twice finds its claim overtaken and sends nothing.
 VISIBILITY_TIMEOUT = 300
+SWEEP_EXPIRES = 300  # seconds: far beyond any clock skew between beat and the workers
+QUEUED_JOBS_PER_THREAD = 2  # delivery jobs kept waiting per worker thread, so none is ever idle for want of one
 BEAT_HEARTBEAT = Path("/tmp/task_api-beat.alive")  # noqa: S108  (touched every tick: the chart's liveness probe)
 
 
@@ -96,8 +98,8 @@ def create_celery(settings: Settings) -> Celery:
             "sweep reminders": {
                 "task": SWEEP,
                 "schedule": settings.reminder_sweep_seconds,
-                # a sweep that waited longer than this is stale: the next one is on its way
-                "options": {"expires": max(settings.reminder_sweep_seconds * 5, 5)},
+                # sweeps left waiting while no worker ran are dropped, not run by the thousand
+                "options": {"expires": SWEEP_EXPIRES},
             }
         },
     )
@@ -118,15 +120,32 @@ def _worker() -> tuple[Settings, Engine, sessionmaker[Session], Mailer]:
 
 @app.task(name=SWEEP, acks_late=False)  # a lost sweep loses nothing: the next one claims the same
 def sweep() -> None:
-    settings, _, session_factory, _ = _worker()
-    for batch in delivery.sweep(session_factory, settings):
-        deliver.delay([claim.as_message() for claim in batch])
+    _queue_due_reminders()
 
 
 @app.task(name=DELIVER)
 def deliver(batch: list[list[Any]]) -> None:
     settings, _, session_factory, mailer = _worker()
     delivery.deliver([Claim.from_message(message) for message in batch], session_factory, mailer, settings)
+    if len(batch) == settings.reminder_batch_size:  # more may be due: refill the queue at the pace of delivery
+        _queue_due_reminders()
+
+
+def _queue_due_reminders() -> None:
+    """Claim due reminders and queue them, a delivery job per batch, until the queue holds
+    QUEUED_JOBS_PER_THREAD x WORKER_CONCURRENCY jobs waiting.
+
+    A claim's lease runs from when it is made, so reminders are claimed only as fast as the
+    workers take them: a backlog of thousands waits in PostgreSQL, not in the queue, where
+    leases would run out before their turn came. Every delivery of a full batch refills the
+    queue, so delivery keeps pace with however many workers there are.
+    """
+    settings, _, session_factory, _ = _worker()
+    with app.pool.acquire(block=True) as connection:
+        waiting = int(connection.default_channel.client.llen(QUEUE))
+    room = QUEUED_JOBS_PER_THREAD * settings.worker_concurrency - waiting
+    for batch in delivery.claim_batches(session_factory, settings, most=max(room, 0)):
+        deliver.delay([claim.as_message() for claim in batch])
 
 
 class PendingReminders(Collector):

@@ -18,11 +18,17 @@ from task_api.reminders.claims import Reminder
 logger = logging.getLogger(__name__)
 
 DESCRIPTION_SHOWN = 500  # characters of the description a reminder quotes
+SERVER_REFUSALS = (smtplib.SMTPConnectError, smtplib.SMTPHeloError, smtplib.SMTPAuthenticationError)
+SERVER_CLOSING = 421
 SUBJECT_DROPPED = frozenset({"Cc", "Zl", "Zp"})  # control characters and line breaks
 
 
 class MailDeferred(Exception):
     """The mail server refused for now (4xx) or could not be reached: try again later."""
+
+
+class MailServerUnavailable(MailDeferred):
+    """The mail server cannot be reached, or will not talk to us now (421, authentication)."""
 
 
 class MailRefused(Exception):
@@ -103,18 +109,21 @@ class SmtpMailer:
                 codes = [code for code, _ in exc.recipients.values()]
                 raise (MailDeferred if all(400 <= code < 500 for code in codes) else MailRefused)(str(codes)) from None
             except smtplib.SMTPResponseException as exc:
-                # an authentication failure is the operator's to fix: the reminder waits for it
-                if exc.smtp_code >= 500 and not isinstance(exc, smtplib.SMTPAuthenticationError):
+                # the server is closing, or will not have us at all: the operator's to fix, not the mail's fault
+                refuses_us = isinstance(exc, SERVER_REFUSALS) or exc.smtp_code == SERVER_CLOSING
+                if exc.smtp_code >= 500 and not refuses_us:
                     raise MailRefused(f"{exc.smtp_code} {exc.smtp_error!r}") from None
-                _close(connection)
-                connection = None
+                if refuses_us:
+                    _close(connection)
+                    connection = None
+                    raise MailServerUnavailable(f"{exc.smtp_code} {exc.smtp_error!r}") from None
                 raise MailDeferred(f"{exc.smtp_code} {exc.smtp_error!r}") from None
             except smtplib.SMTPNotSupportedError as exc:  # e.g. an address only SMTPUTF8 can carry
                 raise MailRefused(str(exc)) from None
             except (OSError, smtplib.SMTPException) as exc:  # unreachable, timed out, disconnected, TLS
                 _close(connection)
                 connection = None
-                raise MailDeferred(f"{type(exc).__name__}: {exc}") from None
+                raise MailServerUnavailable(f"{type(exc).__name__}: {exc}") from None
 
         try:
             yield send

@@ -101,7 +101,11 @@ def test_create_answers_201_with_the_task_location_and_etag(client, db, owner, h
         "owner_id",
         "created_at",
         "updated_at",
+        "remind_at",
+        "reminded_at",
     }
+    assert body["remind_at"] is None
+    assert body["reminded_at"] is None
     assert response.headers["Location"] == f"/tasks/{body['id']}"
     assert response.headers["ETag"]
     task = stored(db, body["id"])

@@ -8,7 +8,7 @@ LOCAL_DATABASE_URL ?= postgresql+psycopg2://postgres@127.0.0.1:5432/task_api
 LOCAL_REDIS_URL ?= redis://127.0.0.1:6379/0
 COMPOSE = $(shell $(PYTHON) -c 'import compose, pathlib; print(pathlib.Path(compose.__file__).parent / "docker-compose")')
 
-.PHONY: install install-run run serve migrate test test-sqlite test-pgbouncer lint format docker-check deploy-check bench demo
+.PHONY: install install-run run serve worker beat migrate test test-sqlite test-pgbouncer lint format docker-check deploy-check bench demo
 
 install: $(VENV)/.installed
 install-run: $(VENV)/.installed-run
@@ -32,6 +32,18 @@ serve: install-run
 	DATABASE_URL=$${DATABASE_URL:-$(LOCAL_DATABASE_URL)} $(PYTHON) -m task_api migrate --create-database
 	DATABASE_URL=$${DATABASE_URL:-$(LOCAL_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(LOCAL_REDIS_URL)} \
 		$(VENV)/bin/gunicorn -c gunicorn.conf.py task_api.main:app
+
+# Reminders beside `make serve` (which migrates first), against the same PostgreSQL and Redis.
+# A Celery worker mails them through SMTP_URL (each to the log while it is unset); start more
+# for more throughput, each with its own WORKER_METRICS_PORT (default 9001; 0: no /metrics).
+# Beat starts a sweep every second: run exactly one.
+worker: install-run
+	DATABASE_URL=$${DATABASE_URL:-$(LOCAL_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(LOCAL_REDIS_URL)} \
+		$(PYTHON) -m task_api worker
+
+beat: install-run
+	DATABASE_URL=$${DATABASE_URL:-$(LOCAL_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(LOCAL_REDIS_URL)} \
+		$(PYTHON) -m task_api beat
 
 migrate: install-run
 	$(PYTHON) -m task_api migrate

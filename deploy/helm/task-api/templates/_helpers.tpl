@@ -23,12 +23,38 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
-{{- /* The API's pods. The migration Job's pods have another component, so that no Service, budget or
-ReplicaSet ever counts them. */}}
+{{- /* The pods of one component of the release: (dict "context" $ "component" "worker"). */}}
+{{- define "task-api.componentSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "task-api.name" .context }}
+app.kubernetes.io/instance: {{ .context.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{- /* The API's pods. The reminder workers', beat's and the migration Job's pods have other components,
+so that no Service, budget, autoscaler or ReplicaSet of the API ever counts them. */}}
 {{- define "task-api.selectorLabels" -}}
-app.kubernetes.io/name: {{ include "task-api.name" . }}
-app.kubernetes.io/instance: {{ .Release.Name }}
-app.kubernetes.io/component: api
+{{ include "task-api.componentSelectorLabels" (dict "context" . "component" "api") }}
+{{- end }}
+
+{{- /* topologySpreadConstraints for one component's pods: each constraint gets their labelSelector
+unless it has one. (dict "context" $ "component" "worker") */}}
+{{- define "task-api.topologySpread" -}}
+{{- with .context.Values.topologySpreadConstraints }}
+{{- $selector := dict "matchLabels" (include "task-api.componentSelectorLabels" $ | fromYaml) }}
+{{- $constraints := list }}
+{{- range . }}
+{{- $constraints = append $constraints (merge (deepCopy .) (dict "labelSelector" $selector)) }}
+{{- end }}
+topologySpreadConstraints:
+  {{- toYaml $constraints | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{- /* The settings every process of the app reads, the same in the API's, the workers' and beat's pods:
+the ConfigMap, then the Secret's. */}}
+{{- define "task-api.envFrom" -}}
+- configMapRef:
+    name: {{ include "task-api.fullname" . }}
 {{- end }}
 
 {{- define "task-api.serviceAccountName" -}}
@@ -87,6 +113,23 @@ login budget (AUTH_RATE_LIMIT, %s on /login and /register): a single client can 
       key: {{ .Values.secretKeys.redisUrl }}
 {{- end }}
 
+{{- /* Only the reminder workers mail, so only they get the mail server's URL (and its password). */}}
+{{- define "task-api.smtpEnv" -}}
+- name: SMTP_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.existingSecret }}
+      key: {{ .Values.secretKeys.smtpUrl }}
+{{- end }}
+
+{{- /* The pod template annotations every long-running pod carries: a config change rolls them all. */}}
+{{- define "task-api.podAnnotations" -}}
+checksum/config: {{ include (print .Template.BasePath "/configmap.yaml") . | sha256sum }}
+{{- with .Values.podAnnotations }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
 {{- /* The image's user; the root filesystem is read-only, so /tmp (gunicorn's worker files, the
 metrics' multiprocess directory) is an emptyDir. */}}
 {{- define "task-api.podSecurityContext" -}}
@@ -105,7 +148,7 @@ capabilities:
   drop: ["ALL"]
 {{- end }}
 
-{{- /* What the API's pods and the migration Job's share: where they run, and how their image is pulled. */}}
+{{- /* What every pod of the chart shares: where it runs, and how its image is pulled. */}}
 {{- define "task-api.podPlacement" -}}
 {{- with .Values.imagePullSecrets }}
 imagePullSecrets:

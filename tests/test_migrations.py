@@ -168,3 +168,33 @@ def test_accounts_whose_addresses_would_become_one_stop_the_migration_and_nothin
     assert "carol" not in message.lower()
     assert "Merge each group into one account, or give all but one of its accounts another address" in message
     assert "Nothing was changed" in message
+
+
+def test_the_reminders_migration_goes_down_to_0003_and_up_again_keeping_tasks(blank_database):
+    config = alembic_config(blank_database)
+    engine = create_engine(blank_database)
+    try:
+        command.upgrade(config, "head")
+        with engine.begin() as connection:
+            connection.execute(text("INSERT INTO users (id, email, password_hash) VALUES (1, 'a@example.com', 'x')"))
+            connection.execute(
+                text("INSERT INTO tasks (owner_id, title, remind_at) VALUES (1, 'Kept', '2030-01-01 00:00:00+00:00')")
+            )
+
+        command.downgrade(config, "0003")
+        with engine.connect() as connection:
+            columns = {column["name"] for column in inspect(connection).get_columns("tasks")}
+            assert not columns & {"remind_at", "reminded_at", "reminder_next_at", "reminder_attempt"}
+            assert connection.scalar(text("SELECT title FROM tasks")) == "Kept"
+
+        command.upgrade(config, "head")
+        command.check(config)
+        with engine.begin() as connection:
+            assert connection.execute(text("SELECT title, remind_at, reminder_attempt FROM tasks")).all() == [
+                ("Kept", None, 0)
+            ]
+            connection.execute(text("INSERT INTO tasks (owner_id, title) VALUES (1, 'Counted')"))
+            # the task counts' triggers survived the round trip
+            assert connection.scalar(text("SELECT sum(n) FROM task_counts WHERE owner_id = 1")) == 2
+    finally:
+        engine.dispose()

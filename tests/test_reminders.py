@@ -15,16 +15,15 @@ from typing import Any
 
 import httpx2
 import pytest
-from alembic import command
 from pydantic import ValidationError
-from sqlalchemy import create_engine, func, insert, inspect, select, text, update
+from sqlalchemy import func, insert, select, update
 
 from task_api.config import Settings, explain
 from task_api.models import Task, User
 from task_api.reminders import claims, delivery
 from task_api.reminders.claims import Claim, Reminder
 from task_api.reminders.mail import LogMailer, reminder_message
-from tests.conftest import ON_SQLITE, PASSWORD, ROOT, SECRET_KEY, alembic_config, free_port
+from tests.conftest import PASSWORD, ROOT, SECRET_KEY, free_port
 from tests.factories import TaskFactory, UserFactory
 
 TASKS = Task.__table__
@@ -782,41 +781,3 @@ def test_settings_accept_the_documented_mail_settings():
 
 
 # --- the migration ----------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def blank_database(request, tmp_path):
-    """A database with nothing in it, on the server the suite runs on (a new file on SQLite)."""
-    if ON_SQLITE:
-        return f"sqlite:///{tmp_path / 'blank.sqlite3'}"
-    return request.getfixturevalue("empty_database")
-
-
-def test_the_reminders_migration_goes_down_to_0003_and_up_again_keeping_tasks(blank_database):
-    config = alembic_config(blank_database)
-    engine = create_engine(blank_database)
-    try:
-        command.upgrade(config, "head")
-        with engine.begin() as connection:
-            connection.execute(text("INSERT INTO users (id, email, password_hash) VALUES (1, 'a@example.com', 'x')"))
-            connection.execute(
-                text("INSERT INTO tasks (owner_id, title, remind_at) VALUES (1, 'Kept', '2030-01-01 00:00:00+00:00')")
-            )
-
-        command.downgrade(config, "0003")
-        with engine.connect() as connection:
-            columns = {column["name"] for column in inspect(connection).get_columns("tasks")}
-            assert not columns & {"remind_at", "reminded_at", "reminder_next_at", "reminder_attempt"}
-            assert connection.scalar(text("SELECT title FROM tasks")) == "Kept"
-
-        command.upgrade(config, "head")
-        command.check(config)
-        with engine.begin() as connection:
-            assert connection.execute(text("SELECT title, remind_at, reminder_attempt FROM tasks")).all() == [
-                ("Kept", None, 0)
-            ]
-            connection.execute(text("INSERT INTO tasks (owner_id, title) VALUES (1, 'Counted')"))
-            # the task counts' triggers survived the round trip
-            assert connection.scalar(text("SELECT sum(n) FROM task_counts WHERE owner_id = 1")) == 2
-    finally:
-        engine.dispose()

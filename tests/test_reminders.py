@@ -111,7 +111,8 @@ def only_claim(sessions, lease: timedelta = LEASE) -> Claim:
 
 def begin(sessions, claim: Claim) -> Reminder | None:
     with sessions() as session:
-        return claims.begin_delivery(session, claim, LEASE)
+        begun = claims.begin_delivery(session, [claim], LEASE)
+    return begun[0] if begun else None
 
 
 def record(sessions, claim: Claim, sent_at: datetime) -> bool:

@@ -17,11 +17,11 @@ and sends nothing. A `remind_at` once claimed lies in the past and can never be 
 None of these writes touches `updated_at`, which says when the task's owner last changed it.
 """
 
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, and_, bindparam, case, func, select, update
+from sqlalchemy import Engine, and_, bindparam, case, func, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from task_api.db import utcnow
@@ -88,21 +88,26 @@ CLAIM_DUE = (
 )
 
 
+STILL_ARMED = and_(TASKS.c.reminded_at.is_(None), TASKS.c.reminder_next_at.is_not(None))
 # the claim (task id, remind_at, claim number) is still the newest, and the reminder still armed and unsent
 HELD = and_(
     TASKS.c.id == bindparam("claimed_id"),
     TASKS.c.remind_at == bindparam("claimed_remind_at", type_=WHEN),
     TASKS.c.reminder_attempt == bindparam("claimed_attempt"),
-    TASKS.c.reminded_at.is_(None),
-    TASKS.c.reminder_next_at.is_not(None),
+    STILL_ARMED,
 )
 OWNER_EMAIL = select(USERS.c.email).where(USERS.c.id == TASKS.c.owner_id).scalar_subquery()
-BEGIN_DELIVERY = (
+CLAIMS = tuple_(TASKS.c.id, TASKS.c.remind_at, TASKS.c.reminder_attempt)
+BEGIN_DELIVERIES = (
     update(TASKS)
-    # never early, whatever a message says: the broker is not trusted with the time
-    .where(HELD, TASKS.c.status != TaskStatus.completed, TASKS.c.remind_at <= bindparam("now", type_=WHEN))
+    .where(
+        CLAIMS.in_(bindparam("claims", expanding=True)),
+        STILL_ARMED,
+        TASKS.c.status != TaskStatus.completed,
+        TASKS.c.remind_at <= bindparam("now", type_=WHEN),  # never early, whatever the broker's message says
+    )
     .values(reminder_next_at=bindparam("lease_until", type_=WHEN), **UNCHANGED_UPDATED_AT)
-    .returning(TASKS.c.title, TASKS.c.description, TASKS.c.due_date, OWNER_EMAIL)
+    .returning(*CLAIMS.clauses, TASKS.c.title, TASKS.c.description, TASKS.c.due_date, OWNER_EMAIL)
 )
 RECORD_SENT = (
     update(TASKS)
@@ -126,16 +131,16 @@ def claim_due(session: Session, lease: timedelta, limit: int) -> list[Claim]:
     return [Claim(row.id, row.remind_at, row.reminder_attempt) for row in rows if row.status != TaskStatus.completed]
 
 
-def begin_delivery(session: Session, claim: Claim, lease: timedelta) -> Reminder | None:
-    """Renew the claim's lease for the time its mail takes, and read what the mail says;
-    None if the claim was overtaken or the reminder cancelled."""
+def begin_delivery(session: Session, batch: list[Claim], lease: timedelta) -> list[Reminder]:
+    """Renew the lease of every claim in `batch` that still holds, for the time their mails
+    take, and read what each mail says; in `batch`'s order, without the claims overtaken or
+    the reminders cancelled since. One statement for the whole batch."""
     now = utcnow()
-    row = session.execute(BEGIN_DELIVERY, {**claim.values, "now": now, "lease_until": now + lease}).one_or_none()
+    values = {"claims": [astuple(claim) for claim in batch], "now": now, "lease_until": now + lease}
+    rows = session.execute(BEGIN_DELIVERIES, values).all()
     session.commit()
-    if row is None:
-        return None
-    title, description, due_date, email = row
-    return Reminder(claim, title, description, due_date, email)
+    held = {Claim(task_id, remind_at, attempt): rest for task_id, remind_at, attempt, *rest in rows}
+    return [Reminder(claim, *held[claim]) for claim in batch if claim in held]
 
 
 def record_sent(session: Session, claim: Claim, sent_at: datetime) -> bool:

@@ -1,7 +1,9 @@
 """Sending claimed reminders: the same steps under Celery and in the embedded default's thread."""
 
 import logging
+import math
 import time
+from collections import deque
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 
@@ -12,7 +14,7 @@ from task_api.config import Settings
 from task_api.db import utcnow
 from task_api.metrics import REMINDER_LAG, REMINDERS_FAILED, REMINDERS_SENT
 from task_api.reminders import claims
-from task_api.reminders.claims import Claim
+from task_api.reminders.claims import Claim, Reminder
 from task_api.reminders.mail import MailDeferred, Mailer, MailRefused, MailServerUnavailable, reminder_message
 
 logger = logging.getLogger(__name__)
@@ -44,19 +46,26 @@ def deliver(batch: list[Claim], session_factory: sessionmaker[Session], mailer: 
     reach, when the rest of the batch is deferred without waiting for it once per mail.
     """
     lease = timedelta(seconds=settings.reminder_lease_seconds)
+    pending: deque[Reminder] = deque()
+    renewed_at = -math.inf
     with mailer.connect() as send:
-        for index, claim in enumerate(batch):
-            held_until = time.monotonic() + lease.total_seconds()  # no sooner than the renewed lease ends
-            with session_factory() as session:
-                reminder = claims.begin_delivery(session, claim, lease)
-            if reminder is None:
-                continue
+        while batch:
+            if time.monotonic() > renewed_at + lease.total_seconds() / 2:  # at the start, or a slow server
+                renewed_at = time.monotonic()  # no later than the leases are renewed
+                with session_factory() as session:
+                    pending = deque(claims.begin_delivery(session, batch, lease))
+            if not pending:
+                return
+            reminder = pending.popleft()
+            batch = [held.claim for held in pending]
+            claim = reminder.claim
             try:
                 send(reminder_message(reminder, settings.mail_from))
             except MailDeferred as exc:
-                for deferred in batch[index:] if isinstance(exc, MailServerUnavailable) else [claim]:
+                unavailable = isinstance(exc, MailServerUnavailable)
+                for deferred in [claim, *batch] if unavailable else [claim]:
                     _defer(session_factory, deferred, settings, str(exc))
-                if isinstance(exc, MailServerUnavailable):
+                if unavailable:
                     return
                 continue
             except MailRefused as exc:
@@ -69,7 +78,8 @@ def deliver(batch: list[Claim], session_factory: sessionmaker[Session], mailer: 
             REMINDERS_SENT.inc()
             REMINDER_LAG.observe((sent_at - claim.remind_at).total_seconds())
             logger.info("reminder for task %s sent", claim.task_id)
-            _record_sent(session_factory, claim, sent_at, deadline=held_until - RECORD_RETRY_SECONDS)
+            deadline = renewed_at + lease.total_seconds() - RECORD_RETRY_SECONDS
+            _record_sent(session_factory, claim, sent_at, deadline)
 
 
 def _record_sent(session_factory: sessionmaker[Session], claim: Claim, sent_at: datetime, deadline: float) -> None:

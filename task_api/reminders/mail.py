@@ -95,6 +95,7 @@ class SmtpMailer:
         self.username = unquote(parts.username) if parts.username else None
         self.password = unquote(parts.password or "")
         self.timeout = timeout
+        self._tls_context: ssl.SSLContext | None = None
 
     @contextmanager
     def connect(self) -> Iterator[Send]:
@@ -133,18 +134,23 @@ class SmtpMailer:
                     connection.quit()
 
     def _open(self) -> smtplib.SMTP:
-        context = ssl.create_default_context()
         if self.tls:
-            connection: smtplib.SMTP = smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout, context=context)
+            connection: smtplib.SMTP = smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout, context=self._tls())
         else:
             connection = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
         connection.ehlo()
         if not self.tls and connection.has_extn("starttls"):
-            connection.starttls(context=context)
+            connection.starttls(context=self._tls())
             connection.ehlo()
         if self.username:
             connection.login(self.username, self.password)
         return connection
+
+    def _tls(self) -> ssl.SSLContext:
+        """Built once, when first needed: it loads the system's CA certificates (~20 ms)."""
+        if self._tls_context is None:
+            self._tls_context = ssl.create_default_context()
+        return self._tls_context
 
 
 def _close(connection: smtplib.SMTP | None) -> None:

@@ -222,6 +222,17 @@ def client(app: FastAPI, db: Session) -> Iterator[TestClient]:
         yield test_client
 
 
+@pytest.fixture
+def owner(db: Session) -> Any:
+    """A user, for tests of what one user does with their own things."""
+    return factories.UserFactory()
+
+
+@pytest.fixture
+def headers(owner: Any, auth_headers: Callable[..., dict[str, str]]) -> dict[str, str]:
+    return auth_headers(owner)
+
+
 def login(client: TestClient, email: str, password: str = PASSWORD) -> dict[str, Any]:
     response = client.post("/login", json={"email": email, "password": password})
     assert response.status_code == 200, response.text

@@ -20,16 +20,6 @@ ITEM_ROUTES = ["GET", "PUT", "PATCH", "DELETE"]
 WRITES = ["PUT", "PATCH"]
 
 
-@pytest.fixture
-def owner(db):
-    return UserFactory()
-
-
-@pytest.fixture
-def headers(owner, auth_headers):
-    return auth_headers(owner)
-
-
 def utc(value: str) -> datetime:
     """Parse an ISO 8601 datetime from a response, insisting that it carries a UTC offset."""
     parsed = datetime.fromisoformat(value)

@@ -427,6 +427,20 @@ def test_a_reminder_changed_after_its_claim_is_not_delivered(client, db, session
         assert row(db, task.id)["reminded_at"] is None
 
 
+def test_a_batch_begins_in_its_own_order_without_the_reminders_cancelled_since(client, sessions, owner, headers):
+    tasks = [due_task(owner, title=f"Batch {index}") for index in range(4)]
+    claimed = claim_all(sessions)
+    cancelled = tasks[1]
+    assert client.patch(f"/tasks/{cancelled.id}", json={"remind_at": None}, headers=headers).status_code == 200
+    batch = sorted(claimed, key=lambda claim: -claim.task_id)
+
+    with sessions() as session:
+        begun = claims.begin_delivery(session, batch, LEASE)
+
+    assert [reminder.claim for reminder in begun] == [claim for claim in batch if claim.task_id != cancelled.id]
+    assert [reminder.title for reminder in begun] == ["Batch 3", "Batch 2", "Batch 0"]
+
+
 def test_a_claim_from_before_a_move_never_delivers_the_moved_reminder(client, db, sessions, owner, headers):
     task = due_task(owner)
     old = only_claim(sessions)

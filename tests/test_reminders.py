@@ -15,12 +15,14 @@ from typing import Any
 
 import httpx2
 import pytest
+from kombu.utils.url import url_to_parts
 from pydantic import ValidationError
 from sqlalchemy import func, insert, select, update
 
 from task_api.config import Settings, explain
 from task_api.models import Task, User
 from task_api.reminders import claims, delivery
+from task_api.reminders.broker import broker
 from task_api.reminders.claims import Claim, Reminder
 from task_api.reminders.mail import LogMailer, reminder_message
 from tests.conftest import PASSWORD, ROOT, SECRET_KEY, free_port
@@ -776,3 +778,28 @@ def test_settings_accept_the_documented_mail_settings():
 
 
 # --- the migration ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("redis_url", "hosts", "password"),
+    [
+        ("redis+sentinel://sent-0:26379,sent-1/mymaster/2", [("sent-0", 26379), ("sent-1", 26379)], None),
+        ("redis+sentinel://:p%40ss%2Fword@10.0.0.5:26380/mymaster/2", [("10.0.0.5", 26380)], "p@ss/word"),
+        ("redis+sentinel://[::1]:26379/mymaster/2", [("::1", 26379)], None),
+    ],
+)
+def test_a_sentinel_redis_url_becomes_a_broker_url_kombu_reads_back(redis_url, hosts, password):
+    url, options = broker(Settings(redis_url=redis_url, secret_key=SECRET_KEY, _env_file=None))
+
+    parts = [url_to_parts(part) for part in url.split(";")]
+    assert [(part.hostname, part.port) for part in parts] == hosts
+    assert {part.password for part in parts} == {password}
+    assert {part.path for part in parts} == {"2"}
+    assert options == {"master_name": "mymaster"}
+
+
+def test_a_plain_redis_url_is_the_broker_as_it_is():
+    assert broker(Settings(redis_url="redis://cache:6379/3", secret_key=SECRET_KEY, _env_file=None)) == (
+        "redis://cache:6379/3",
+        {},
+    )

@@ -32,9 +32,9 @@ from task_api import models  # noqa: F401  (maps every table)
 from task_api.config import Settings, load_settings
 from task_api.db import create_db_engine, create_session_factory
 from task_api.reminders import claims, delivery
+from task_api.reminders.broker import broker
 from task_api.reminders.claims import Claim
 from task_api.reminders.mail import LogMailer, Mailer, mailer_for
-from task_api.sentinel import SENTINEL_SCHEME, parse_sentinel_url
 
 logger = logging.getLogger(__name__)
 
@@ -47,26 +47,6 @@ VISIBILITY_TIMEOUT = 300
 SWEEP_EXPIRES = 300  # seconds: far beyond any clock skew between beat and the workers
 QUEUED_JOBS_PER_THREAD = 2  # delivery jobs kept waiting per worker thread, so none is ever idle for want of one
 BEAT_HEARTBEAT = Path("/tmp/task_api-beat.alive")  # noqa: S108  (touched every tick: the chart's liveness probe)
-
-
-def broker(settings: Settings) -> tuple[str, dict[str, Any]]:
-    """REDIS_URL as Celery's broker URL and transport options (Sentinel: kombu's own form)."""
-    if settings.redis_url is None:
-        raise SystemExit(
-            "error: reminders on Celery need REDIS_URL (their broker); the embedded default "
-            "sends them inside `python -m task_api serve`"
-        )
-    if not settings.redis_url.startswith(f"{SENTINEL_SCHEME}://"):
-        return settings.redis_url, {}
-    target = parse_sentinel_url(settings.redis_url)
-    credentials = f"{target.username or ''}:{target.password}@" if target.password else ""
-    url = ";".join(f"sentinel://{credentials}[{host}]:{port}/{target.db}" for host, port in target.sentinels)
-    options: dict[str, Any] = {"master_name": target.service}
-    if target.sentinel_options:
-        options["sentinel_kwargs"] = {
-            name.removeprefix("sentinel_"): value for name, value in target.sentinel_options.items()
-        }
-    return url, options
 
 
 def create_celery(settings: Settings) -> Celery:
@@ -88,7 +68,6 @@ def create_celery(settings: Settings) -> Celery:
         task_default_routing_key=QUEUE,
         task_ignore_result=True,
         task_acks_late=True,  # a delivery's message goes only once the delivery has run
-        task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         worker_pool="threads",
         worker_concurrency=settings.worker_concurrency,
@@ -106,16 +85,15 @@ def create_celery(settings: Settings) -> Celery:
     return app
 
 
-app = create_celery(load_settings())
+settings = load_settings()
+app = create_celery(settings)
 
 
 @functools.cache
-def _worker() -> tuple[Settings, Engine, sessionmaker[Session], Mailer]:
+def _worker() -> tuple[Engine, sessionmaker[Session], Mailer]:
     """What this worker process delivers with: one engine and one mail server for its threads."""
-    settings = load_settings()
     engine = create_db_engine(settings)
-    mailer: Mailer = mailer_for(settings)
-    return settings, engine, create_session_factory(engine), mailer
+    return engine, create_session_factory(engine), mailer_for(settings)
 
 
 @app.task(name=SWEEP, acks_late=False)  # a lost sweep loses nothing: the next one claims the same
@@ -125,7 +103,7 @@ def sweep() -> None:
 
 @app.task(name=DELIVER)
 def deliver(batch: list[list[Any]]) -> None:
-    settings, _, session_factory, mailer = _worker()
+    _, session_factory, mailer = _worker()
     delivery.deliver([Claim.from_message(message) for message in batch], session_factory, mailer, settings)
     if len(batch) == settings.reminder_batch_size:  # more may be due: refill the queue at the pace of delivery
         _queue_due_reminders()
@@ -140,7 +118,7 @@ def _queue_due_reminders() -> None:
     leases would run out before their turn came. Every delivery of a full batch refills the
     queue, so delivery keeps pace with however many workers there are.
     """
-    settings, _, session_factory, _ = _worker()
+    _, session_factory, _ = _worker()
     with app.pool.acquire(block=True) as connection:
         waiting = int(connection.default_channel.client.llen(QUEUE))
     room = QUEUED_JOBS_PER_THREAD * settings.worker_concurrency - waiting
@@ -176,7 +154,7 @@ class PendingReminders(Collector):
 
 @signals.worker_init.connect
 def _serve_metrics(**__: object) -> None:
-    settings, engine, _, mailer = _worker()
+    engine, _, mailer = _worker()
     if isinstance(mailer, LogMailer):
         logger.warning("SMTP_URL is not set: reminders are written to the log, not mailed")
     if settings.worker_metrics_port:

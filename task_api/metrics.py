@@ -43,7 +43,7 @@ REMINDERS_SENT = Counter("task_api_reminders_sent_total", "Reminder mails the ma
 REMINDERS_FAILED = Counter(
     "task_api_reminders_failed_total",
     "Reminder mails not sent: deferred (4xx or unreachable, tried again later), refused (5xx, dropped) "
-    "or expired (deferred for a day, dropped)",
+    "or expired (deferred 30 times, about a day; dropped)",
     ["outcome"],
 )
 REMINDER_LAG = Histogram(

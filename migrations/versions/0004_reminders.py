@@ -5,8 +5,9 @@ Revises: 0003
 Create Date: 2026-12-02
 
 Every new column is nullable or has a constant default, so on PostgreSQL adding them rewrites
-nothing and holds the table's lock only for a moment. The index covers armed reminders alone
-(`reminder_next_at IS NOT NULL`), so it stays as small as the number of reminders not yet sent.
+nothing. The index covers armed reminders alone (`reminder_next_at IS NOT NULL`), so it stays as
+small as the number of reminders not yet sent; building it reads the whole table once, while
+writes to `tasks` wait (a second or two per million tasks).
 """
 
 from collections.abc import Sequence

@@ -20,8 +20,13 @@ from task_api.reminders.mail import MailDeferred, Mailer, MailRefused, MailServe
 logger = logging.getLogger(__name__)
 
 LONGEST_RETRY = timedelta(hours=1)
-GIVE_UP_AFTER = timedelta(days=1)  # a reminder deferred this long after its time is dropped
+# claims, lapsed leases included, before a deferred reminder is dropped: waits of 10 s doubling
+# to an hour add up to about a day
+MOST_ATTEMPTS = 30
 RECORD_RETRY_SECONDS = 0.5
+# How long a sent reminder's record is retried through a database outage. While PostgreSQL is
+# down no other worker can claim the reminder again, so waiting for it costs nothing.
+RECORD_PATIENCE_SECONDS = 120
 
 
 def claim_batches(session_factory: sessionmaker[Session], settings: Settings, most: int) -> Iterator[list[Claim]]:
@@ -37,19 +42,31 @@ def claim_batches(session_factory: sessionmaker[Session], settings: Settings, mo
             yield batch
 
 
-def deliver(batch: list[Claim], session_factory: sessionmaker[Session], mailer: Mailer, settings: Settings) -> None:
+def deliver(
+    batch: list[Claim],
+    session_factory: sessionmaker[Session],
+    mailer: Mailer,
+    settings: Settings,
+    give_back_after: float = math.inf,
+) -> None:
     """Mail each reminder whose claim still holds, over one connection, and record the outcome.
 
     A deferral (4xx, unreachable) waits REMINDER_RETRY_SECONDS, doubling per claim up to an
-    hour, and is dropped a day after `remind_at`; a refusal (5xx) is dropped at once. Neither
-    raises: the worker goes on with the next reminder, unless the server itself is out of
-    reach, when the rest of the batch is deferred without waiting for it once per mail.
+    hour, and is dropped after MOST_ATTEMPTS claims; a refusal (5xx) is dropped at once.
+    Neither raises: the worker goes on with the next reminder, unless the server itself is out
+    of reach, when the rest of the batch is deferred without waiting for it once per mail.
+    After `give_back_after` seconds the rest of the batch is left to lapse and be claimed
+    again, so a broker that hands the batch out twice never finds it still being sent.
     """
     lease = timedelta(seconds=settings.reminder_lease_seconds)
     pending: deque[Reminder] = deque()
     renewed_at = -math.inf
+    give_back_at = time.monotonic() + give_back_after
     with mailer.connect() as send:
         while batch:
+            if time.monotonic() > give_back_at:
+                logger.warning("%s reminders left to be claimed again: their batch ran too long", len(batch))
+                return
             if time.monotonic() > renewed_at + lease.total_seconds() / 2:  # at the start, or a slow server
                 renewed_at = time.monotonic()  # no later than the leases are renewed
                 with session_factory() as session:
@@ -78,13 +95,13 @@ def deliver(batch: list[Claim], session_factory: sessionmaker[Session], mailer: 
             REMINDERS_SENT.inc()
             REMINDER_LAG.observe((sent_at - claim.remind_at).total_seconds())
             logger.info("reminder for task %s sent", claim.task_id)
-            deadline = renewed_at + lease.total_seconds() - RECORD_RETRY_SECONDS
-            _record_sent(session_factory, claim, sent_at, deadline)
+            _record_sent(session_factory, claim, sent_at)
 
 
-def _record_sent(session_factory: sessionmaker[Session], claim: Claim, sent_at: datetime, deadline: float) -> None:
-    """Record a sent reminder, retrying through a database outage while the claim's lease holds;
-    past that another worker may send it again (the one duplicate API.md allows)."""
+def _record_sent(session_factory: sessionmaker[Session], claim: Claim, sent_at: datetime) -> None:
+    """Record a sent reminder, retrying through a database outage; past RECORD_PATIENCE_SECONDS
+    another worker may send it again once the database is back (the one duplicate API.md allows)."""
+    deadline = time.monotonic() + RECORD_PATIENCE_SECONDS
     while True:
         try:
             with session_factory() as session:
@@ -98,15 +115,15 @@ def _record_sent(session_factory: sessionmaker[Session], claim: Claim, sent_at: 
 
 
 def _defer(session_factory: sessionmaker[Session], claim: Claim, settings: Settings, reason: str) -> None:
-    now = utcnow()
-    if now - claim.remind_at > GIVE_UP_AFTER:
-        logger.error("reminder for task %s deferred for a day, dropped: %s", claim.task_id, reason)
+    if claim.attempt >= MOST_ATTEMPTS:
+        logger.error("reminder for task %s deferred %s times, dropped: %s", claim.task_id, claim.attempt, reason)
         REMINDERS_FAILED.labels("expired").inc()
         with session_factory() as session:
             claims.give_up(session, claim)
         return
-    wait = min(timedelta(seconds=settings.reminder_retry_seconds * 2 ** (claim.attempt - 1)), LONGEST_RETRY)
+    doublings = min(claim.attempt - 1, MOST_ATTEMPTS)  # capped: 2 ** 44 seconds overflow a timedelta
+    wait = min(timedelta(seconds=settings.reminder_retry_seconds * 2**doublings), LONGEST_RETRY)
     logger.warning("reminder for task %s deferred, trying again in %s: %s", claim.task_id, wait, reason)
     REMINDERS_FAILED.labels("deferred").inc()
     with session_factory() as session:
-        claims.retry_later(session, claim, now + wait)
+        claims.retry_later(session, claim, utcnow() + wait)

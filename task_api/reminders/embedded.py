@@ -38,5 +38,7 @@ class InProcessReminders:
             try:
                 for batch in delivery.claim_batches(self.session_factory, self.settings, most=UNLIMITED):
                     delivery.deliver(batch, self.session_factory, self.mailer, self.settings)
+                    if self._stopped.is_set():  # what is left lapses and is claimed after a restart
+                        break
             except Exception:
                 logger.exception("the reminders' sweep failed; the next one tries again")

@@ -104,7 +104,8 @@ def sweep() -> None:
 @app.task(name=DELIVER)
 def deliver(batch: list[list[Any]]) -> None:
     _, session_factory, mailer = _worker()
-    delivery.deliver([Claim.from_message(message) for message in batch], session_factory, mailer, settings)
+    claimed = [Claim.from_message(message) for message in batch]
+    delivery.deliver(claimed, session_factory, mailer, settings, give_back_after=VISIBILITY_TIMEOUT / 2)
     if len(batch) == settings.reminder_batch_size:  # more may be due: refill the queue at the pace of delivery
         _queue_due_reminders()
 

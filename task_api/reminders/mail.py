@@ -6,6 +6,7 @@ import ssl
 import unicodedata
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, suppress
+from datetime import UTC, datetime, timedelta
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import formatdate, parseaddr
@@ -18,6 +19,7 @@ from task_api.reminders.claims import Reminder
 logger = logging.getLogger(__name__)
 
 DESCRIPTION_SHOWN = 500  # characters of the description a reminder quotes
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 SERVER_REFUSALS = (smtplib.SMTPConnectError, smtplib.SMTPHeloError, smtplib.SMTPAuthenticationError)
 SERVER_CLOSING = 421
 SUBJECT_DROPPED = frozenset({"Cc", "Zl", "Zp"})  # control characters and line breaks
@@ -60,7 +62,8 @@ def reminder_message(reminder: Reminder, mail_from: str) -> EmailMessage:
     message["From"] = Address(display_name, addr_spec=address) if display_name else address
     message["To"] = reminder.email
     message["Date"] = formatdate(usegmt=True)
-    message["Message-ID"] = f"<reminder.{claim.task_id}.{int(claim.remind_at.timestamp() * 1_000_000)}@{domain}>"
+    microseconds = (claim.remind_at - EPOCH) // timedelta(microseconds=1)  # exact, where a float's would round
+    message["Message-ID"] = f"<reminder.{claim.task_id}.{microseconds}@{domain}>"
     lines = [f"Reminder: {reminder.title}", ""]
     if reminder.due_date is not None:
         lines += [f"Due: {reminder.due_date.isoformat()}", ""]
@@ -102,6 +105,17 @@ class SmtpMailer:
         connection: smtplib.SMTP | None = None
 
         def send(message: EmailMessage) -> None:
+            reused = connection is not None
+            try:
+                transmit(message)
+            except MailServerUnavailable:
+                if not reused:
+                    raise
+                # Once more on a new connection: servers drop idle ones and cap messages per
+                # connection, and a dropped connection fails at MAIL, before any mail went.
+                transmit(message)
+
+        def transmit(message: EmailMessage) -> None:
             nonlocal connection
             try:
                 connection = connection or self._open()

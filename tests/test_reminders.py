@@ -10,7 +10,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta, timezone
+from email.message import EmailMessage
 from typing import Any
 
 import httpx2
@@ -24,7 +27,7 @@ from task_api.models import Task, User
 from task_api.reminders import claims, delivery
 from task_api.reminders.broker import broker
 from task_api.reminders.claims import Claim, Reminder
-from task_api.reminders.mail import LogMailer, reminder_message
+from task_api.reminders.mail import LogMailer, MailDeferred, reminder_message
 from tests.conftest import PASSWORD, ROOT, SECRET_KEY, free_port
 from tests.factories import TaskFactory
 
@@ -591,6 +594,46 @@ def test_deliver_to_the_log_names_the_title_and_records_the_reminder(db, session
     assert stored["reminded_at"] is not None
     assert stored["reminded_at"] >= task.remind_at
     assert stored["reminder_next_at"] is None
+
+
+class RefusingForNow:
+    """A mail server answering 451 to every message, as the Mailer protocol sees it."""
+
+    @contextmanager
+    def connect(self) -> Iterator[Callable[[EmailMessage], None]]:
+        def send(_: EmailMessage) -> None:
+            raise MailDeferred("451 try again later")
+
+        yield send
+
+
+@pytest.mark.parametrize(("claims_before", "armed"), [(9, True), (delivery.MOST_ATTEMPTS - 1, False), (60, False)])
+def test_a_deferred_reminder_waits_at_most_an_hour_and_is_dropped_after_its_last_attempt(
+    db, sessions, settings, owner, claims_before, armed
+):
+    task = due_task(owner, reminder_attempt=claims_before)
+
+    delivery.deliver(claim_all(sessions), sessions, RefusingForNow(), settings)
+
+    stored = row(db, task.id)
+    assert stored["reminded_at"] is None
+    if armed:  # 10 s doubled nine times is over an hour: an hour it is
+        assert now() + timedelta(minutes=59) < stored["reminder_next_at"] <= now() + timedelta(hours=1)
+    else:
+        assert stored["reminder_next_at"] is None
+
+
+def test_a_delivery_past_its_time_gives_its_batch_back_unsent(db, sessions, settings, owner, caplog):
+    tasks = [due_task(owner, title=f"Late {index}") for index in range(3)]
+    caplog.set_level(logging.INFO, logger="task_api.reminders")
+
+    delivery.deliver(claim_all(sessions), sessions, LogMailer(), settings, give_back_after=0)
+
+    assert not [record for record in caplog.records if record.name == "task_api.reminders.mail"]
+    for task in tasks:
+        stored = row(db, task.id)
+        assert stored["reminded_at"] is None
+        assert stored["reminder_next_at"] > now()  # still claimed: claimed again once the lease lapses
 
 
 def mail_for(client, sessions, headers, db, **fields: Any):

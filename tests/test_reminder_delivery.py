@@ -225,6 +225,17 @@ def create_many(client: TestClient, headers: dict[str, str], count: int, remind_
     return [create(client, headers, f"Reminder {number}", remind_at) for number in range(count)]
 
 
+def sending_slowly(
+    client: TestClient, headers: dict[str, str], sink: MailSink, count: int
+) -> tuple[list[dict[str, Any]], list[int]]:
+    """`count` reminders due in 1.5 s, once the worker has begun mailing them to a slow sink."""
+    sink.answer_slowly(SLOW)
+    tasks = create_many(client, headers, count, due(1.5))
+    ids = [task["id"] for task in tasks]
+    wait_until(lambda: any(mails_for(sink, task_id) for task_id in ids), "the worker to be sending")
+    return tasks, ids
+
+
 def message_id(task_id: int, remind_at: datetime) -> str:
     return f"<reminder.{task_id}.{(remind_at - EPOCH) // timedelta(microseconds=1)}@localhost>"
 
@@ -330,11 +341,7 @@ def test_moving_clearing_completing_or_deleting_sends_nothing_at_the_old_time(
 def test_a_killed_workers_claimed_reminders_are_all_sent_by_another(
     fleet: Fleet, sink: MailSink, client: TestClient, db: Session, headers: dict[str, str]
 ) -> None:
-    sink.answer_slowly(SLOW)
-    tasks = create_many(client, headers, 8, due(1.5))
-    ids = [task["id"] for task in tasks]
-
-    wait_until(lambda: any(mails_for(sink, task_id) for task_id in ids), "the worker to be sending")
+    tasks, ids = sending_slowly(client, headers, sink, 8)
     fleet.worker.kill()
     rows = states(db, ids).values()
     held = {row.id for row in rows if row.reminded_at is None}
@@ -516,10 +523,7 @@ def test_a_second_beat_sends_nothing_twice(
 def test_sigterm_stops_worker_and_beat_cleanly_and_the_worker_finishes_what_it_holds(
     fleet: Fleet, sink: MailSink, client: TestClient, db: Session, headers: dict[str, str]
 ) -> None:
-    sink.answer_slowly(SLOW)
-    tasks = create_many(client, headers, 4, due(1.5))
-    ids = [task["id"] for task in tasks]
-    wait_until(lambda: any(mails_for(sink, task_id) for task_id in ids), "the worker to be sending")
+    tasks, ids = sending_slowly(client, headers, sink, 4)
 
     assert fleet.worker.stop() == 0
     assert fleet.beat.stop() == 0

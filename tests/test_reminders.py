@@ -797,6 +797,9 @@ def wait_until(condition, timeout: float) -> None:
         pytest.param({"mail_from": "reminders"}, "MAIL_FROM", id="MAIL_FROM-no-at"),
         pytest.param({"mail_from": "Tasks <a@b.example>\r\nBcc: x@y.example"}, "MAIL_FROM", id="MAIL_FROM-newline"),
         pytest.param({"smtp_timeout": 10, "reminder_lease_seconds": 29}, "REMINDER_LEASE_SECONDS", id="lease"),
+        pytest.param(
+            {"worker_concurrency": 7, "db_pool_size": 4, "db_max_overflow": 2}, "WORKER_CONCURRENCY", id="threads"
+        ),
     ],
 )
 def test_settings_refuse_a_bad_mail_setting_naming_its_variable(overrides, variable):

@@ -203,7 +203,7 @@ def update_task(
 
 
 @functools.cache
-def _update_statement(fields: frozenset[str], past_reminder: bool = False) -> Update:
+def _update_statement(fields: frozenset[str], past_reminder: bool) -> Update:
     """UPDATE ... RETURNING of the given fields and `updated_at`, bound as `new_<field>` (a bound
     value named after its column would be taken for that column's new value), with the
     reminder's state kept in step; a `past_reminder` is written only over itself."""

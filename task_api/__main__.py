@@ -82,6 +82,11 @@ def serve_here(settings: Settings, host: str, port: int) -> None:
 def run_celery(settings: Settings, command: str) -> None:
     """A Celery worker or beat with this service's settings and log format; both stop cleanly
     on SIGTERM (a worker finishes what it holds, and hands back what it has not started)."""
+    if command == "worker" and settings.worker_concurrency > settings.db_pool_size + settings.db_max_overflow:
+        raise SystemExit(
+            "error: WORKER_CONCURRENCY must not exceed DB_POOL_SIZE + DB_MAX_OVERFLOW: "
+            "each of its threads may hold a connection"
+        )
     configure_logging(settings.effective_log_format, settings.log_level)
     if settings.log_level != "DEBUG":  # a line per sweep, every second, says nothing the metrics do not
         for chatty in ("celery.beat", "celery.app.trace", "celery.worker.strategy"):

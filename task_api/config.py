@@ -139,11 +139,6 @@ class Settings(BaseSettings):
                 "THREADPOOL_SIZE must not exceed DB_POOL_SIZE + DB_MAX_OVERFLOW: every running thread may hold "
                 "one connection, and a thread left waiting for one stalls its whole request"
             )
-        if self.worker_concurrency > self.db_pool_size + self.db_max_overflow:
-            raise ValueError(
-                "WORKER_CONCURRENCY must not exceed DB_POOL_SIZE + DB_MAX_OVERFLOW: each thread of a reminders "
-                "worker may hold one connection"
-            )
         if self.metrics_port == self.port:
             raise ValueError("METRICS_PORT must differ from PORT: /metrics is kept off the API's port")
         if self.reminder_lease_seconds < 3 * self.smtp_timeout:

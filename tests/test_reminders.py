@@ -28,7 +28,7 @@ from task_api.reminders import claims, delivery
 from task_api.reminders.broker import broker
 from task_api.reminders.claims import Claim, Reminder
 from task_api.reminders.mail import LogMailer, MailDeferred, reminder_message
-from tests.conftest import PASSWORD, ROOT, SECRET_KEY, free_port
+from tests.conftest import PASSWORD, REDIS_URL, ROOT, SECRET_KEY, free_port, run_cli
 from tests.factories import TaskFactory
 
 TASKS = Task.__table__
@@ -797,9 +797,6 @@ def wait_until(condition, timeout: float) -> None:
         pytest.param({"mail_from": "reminders"}, "MAIL_FROM", id="MAIL_FROM-no-at"),
         pytest.param({"mail_from": "Tasks <a@b.example>\r\nBcc: x@y.example"}, "MAIL_FROM", id="MAIL_FROM-newline"),
         pytest.param({"smtp_timeout": 10, "reminder_lease_seconds": 29}, "REMINDER_LEASE_SECONDS", id="lease"),
-        pytest.param(
-            {"worker_concurrency": 7, "db_pool_size": 4, "db_max_overflow": 2}, "WORKER_CONCURRENCY", id="threads"
-        ),
     ],
 )
 def test_settings_refuse_a_bad_mail_setting_naming_its_variable(overrides, variable):
@@ -849,3 +846,13 @@ def test_a_plain_redis_url_is_the_broker_as_it_is():
         "redis://cache:6379/3",
         {},
     )
+
+
+def test_a_worker_with_more_threads_than_connections_refuses_to_start(database_url):
+    # the worker's own budget: the API, which runs no worker threads, may well have a smaller pool
+    refused = run_cli(
+        database_url, "worker", REDIS_URL=REDIS_URL, WORKER_CONCURRENCY="7", DB_POOL_SIZE="4", DB_MAX_OVERFLOW="2"
+    )
+
+    assert refused.returncode != 0
+    assert "WORKER_CONCURRENCY must not exceed DB_POOL_SIZE + DB_MAX_OVERFLOW" in refused.stderr

@@ -14,7 +14,7 @@ from task_api.config import Settings
 from task_api.db import utcnow
 from task_api.metrics import REMINDER_LAG, REMINDERS_FAILED, REMINDERS_SENT
 from task_api.reminders import claims
-from task_api.reminders.claims import Claim, Reminder
+from task_api.reminders.claims import Claim
 from task_api.reminders.mail import MailDeferred, Mailer, MailRefused, MailServerUnavailable, reminder_message
 
 logger = logging.getLogger(__name__)
@@ -59,29 +59,28 @@ def deliver(
     again, so a broker that hands the batch out twice never finds it still being sent.
     """
     lease = timedelta(seconds=settings.reminder_lease_seconds)
-    pending: deque[Reminder] = deque()
-    renewed_at = -math.inf
     give_back_at = time.monotonic() + give_back_after
+    renewed_at = time.monotonic()  # no later than the leases are renewed
+    with session_factory() as session:
+        pending = deque(claims.begin_delivery(session, batch, lease))
     with mailer.connect() as send:
-        while batch:
+        while pending:
             if time.monotonic() > give_back_at:
-                logger.warning("%s reminders left to be claimed again: their batch ran too long", len(batch))
+                logger.warning("%s reminders left to be claimed again: their batch ran too long", len(pending))
                 return
-            if time.monotonic() > renewed_at + lease.total_seconds() / 2:  # at the start, or a slow server
-                renewed_at = time.monotonic()  # no later than the leases are renewed
+            if time.monotonic() > renewed_at + lease.total_seconds() / 2:  # a slow server: renew the rest
+                renewed_at = time.monotonic()
                 with session_factory() as session:
-                    pending = deque(claims.begin_delivery(session, batch, lease))
-            if not pending:
-                return
+                    pending = deque(claims.begin_delivery(session, [held.claim for held in pending], lease))
+                continue
             reminder = pending.popleft()
-            batch = [held.claim for held in pending]
             claim = reminder.claim
             try:
                 send(reminder_message(reminder, settings.mail_from))
             except MailDeferred as exc:
                 unavailable = isinstance(exc, MailServerUnavailable)
-                for deferred in [claim, *batch] if unavailable else [claim]:
-                    _defer(session_factory, deferred, settings, str(exc))
+                for deferred in [reminder, *pending] if unavailable else [reminder]:
+                    _defer(session_factory, deferred.claim, settings, str(exc))
                 if unavailable:
                     return
                 continue
